@@ -1,0 +1,41 @@
+//! The step-kind interface: what the pipeline core needs to know about a `uses:` kind.
+//!
+//! Implementations live in the `connectors` crate; this crate never names one. The core asks a kind for
+//! its `with` schema and for offline checks of `with`; it never executes anything.
+
+use crate::diag::Diagnostic;
+use crate::yaml::Node;
+use schemars::{Schema, SchemaGenerator};
+
+/// One step kind (`http`, `transform`, ...), as the validator and compiler see it.
+pub trait StepKind: Send + Sync {
+    /// The `uses:` name.
+    fn name(&self) -> &'static str;
+    /// One sentence for the schema and `--help` texts.
+    fn description(&self) -> &'static str;
+    /// The JSON Schema of `with` for this kind.
+    fn with_schema(&self, g: &mut SchemaGenerator) -> Schema;
+    /// Checks of `with` that a schema cannot say (e.g. two mutually exclusive keys), offline.
+    /// `with` is the parsed tree, so diagnostics can point into it.
+    fn check(&self, _with: &Node, _out: &mut Vec<Diagnostic>) {}
+}
+
+/// The set of step kinds a validator and runtime know, in registration order.
+pub struct Registry {
+    kinds: Vec<Box<dyn StepKind>>,
+}
+
+impl Registry {
+    pub fn new(kinds: Vec<Box<dyn StepKind>>) -> Registry {
+        Registry { kinds }
+    }
+    pub fn get(&self, name: &str) -> Option<&dyn StepKind> {
+        self.kinds.iter().find(|k| k.name() == name).map(|k| k.as_ref())
+    }
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name()).collect()
+    }
+    pub fn kinds(&self) -> impl Iterator<Item = &dyn StepKind> {
+        self.kinds.iter().map(|k| k.as_ref())
+    }
+}

@@ -1,0 +1,682 @@
+//! Validation: text in, a typed pipeline and every diagnostic out (SPEC sections 2-5).
+//!
+//! Order: parse (YAML/JSON with spans) → schema (the generated JSON Schema) → meaning (ids, needs,
+//! cycles, templates, cron, time zones, kind checks). All problems of all files are collected. No IO.
+
+use crate::diag::{self, one_of, suggest, Code, Diagnostic, Span};
+use crate::kind::Registry;
+use crate::model::{self, Condition, ForEach, Pipeline, Step, Trigger};
+use crate::schema::SchemaChecker;
+use crate::template::{self, CallKind, Renderer};
+use crate::yaml::{self, Node, Seg, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Fields a template may read under each root.
+const TRIGGER_FIELDS: &[&str] = &["kind", "body", "headers", "query", "received_at", "webhook_id"];
+const RUN_FIELDS: &[&str] = &["id", "pipeline", "version", "tenant", "started_at", "attempt"];
+const STEP_FIELDS: &[&str] = &["output", "status", "attempts"];
+const ERROR_FIELDS: &[&str] = &["step", "class", "message"];
+const ROOTS: &[&str] = &["trigger", "steps", "vars", "secrets", "run", "item", "index", "error"];
+
+/// The validator: the registry of step kinds, the schema built from it, and the template environment.
+pub struct Validator {
+    registry: Arc<Registry>,
+    checker: SchemaChecker,
+    renderer: Renderer,
+}
+
+/// One file's outcome.
+#[derive(Debug)]
+pub struct Checked {
+    pub file: String,
+    pub diags: Vec<Diagnostic>,
+    /// The typed pipeline, when the file had no error.
+    pub pipeline: Option<Pipeline>,
+    /// For each step id (main and on_failure): the steps its templates read.
+    pub reads: HashMap<String, BTreeSet<String>>,
+    /// Webhook paths with their spans, for checks across a tenant folder.
+    pub webhook_paths: Vec<(String, Span)>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Where a template sits decides what it may read.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    step: Option<&'a Step>,
+    on_failure: bool,
+    /// `item`/`index` are in scope (a `with` of a `for_each` step).
+    item: bool,
+    /// Only `secrets` and `vars` (trigger settings).
+    trigger_setting: bool,
+}
+
+impl Validator {
+    pub fn new(registry: Arc<Registry>) -> Validator {
+        let schema = model::pipeline_schema(&registry);
+        Validator { registry, checker: SchemaChecker::new(schema), renderer: Renderer::new() }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The pipeline JSON Schema (draft 2020-12) this validator checks against.
+    pub fn schema(&self) -> &serde_json::Value {
+        self.checker.schema()
+    }
+
+    pub fn renderer(&self) -> &Renderer {
+        &self.renderer
+    }
+
+    /// Checks one file. `file` is the path shown in diagnostics; its stem must equal the pipeline `name`
+    /// when it ends in `.yaml`, `.yml` or `.json`.
+    pub fn check(&self, file: &str, src: &str) -> Checked {
+        let mut c = Checked {
+            file: file.to_string(),
+            diags: Vec::new(),
+            pipeline: None,
+            reads: HashMap::new(),
+            webhook_paths: Vec::new(),
+        };
+        let parsed = yaml::parse(src);
+        c.diags.extend(parsed.diags);
+        let Some(root) = parsed.root else {
+            if c.diags.is_empty() {
+                c.diags.push(
+                    Diagnostic::new(Code::MissingField, Span::point(first_pos()), "the file is empty")
+                        .hint("a pipeline needs at least `version`, `name`, `triggers` and `steps`; see `sluice schema`"),
+                );
+            }
+            return finish(c, file);
+        };
+        let shape = self.checker.check(&root);
+        let shape_ok = shape.iter().all(|d| !d.is_error());
+        c.diags.extend(shape);
+        // Meaning is checked only on a well-shaped tree; otherwise the shape errors already say what to fix.
+        if shape_ok && !c.diags.iter().any(Diagnostic::is_error) {
+            match serde_json::from_value::<Pipeline>(root.to_json()) {
+                Ok(p) => {
+                    self.meaning(&p, &root, file, &mut c);
+                    if !c.has_errors() {
+                        c.pipeline = Some(p);
+                    }
+                }
+                Err(e) => c.diags.push(Diagnostic::new(
+                    Code::WrongType,
+                    root.span,
+                    format!("the pipeline does not match the format: {e}"),
+                )),
+            }
+        } else if shape_ok {
+            // YAML-level errors (e.g. a duplicate key) still allow the meaning checks to run.
+            if let Ok(p) = serde_json::from_value::<Pipeline>(root.to_json()) {
+                self.meaning(&p, &root, file, &mut c);
+            }
+        }
+        finish(c, file)
+    }
+
+    /// Checks many files, adding the checks across each tenant folder (webhook paths).
+    pub fn check_all(&self, files: &[(String, String)]) -> Vec<Checked> {
+        let mut out: Vec<Checked> = files.iter().map(|(f, s)| self.check(f, s)).collect();
+        let mut seen: HashMap<(String, String), (String, Span)> = HashMap::new();
+        for c in &mut out {
+            let dir = parent_dir(&c.file);
+            for (path, span) in c.webhook_paths.clone() {
+                match seen.get(&(dir.clone(), path.clone())) {
+                    Some((other, osp)) if other != &c.file => {
+                        let mut d = Diagnostic::new(
+                            Code::DuplicateWebhookPath,
+                            span,
+                            format!("the webhook path `{path}` is also used by {other}:{}:{}", osp.start.line, osp.start.col),
+                        )
+                        .label("used twice in this tenant")
+                        .hint("each webhook path may start one pipeline; rename one of them");
+                        d.file = c.file.clone();
+                        c.diags.push(d);
+                        c.pipeline = None;
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert((dir.clone(), path), (c.file.clone(), span));
+                    }
+                }
+            }
+            diag::sort(&mut c.diags);
+        }
+        out
+    }
+
+    fn meaning(&self, p: &Pipeline, root: &Node, file: &str, c: &mut Checked) {
+        let out = &mut c.diags;
+        // The name must match the file.
+        if let Some(stem) = file_stem(file) {
+            if stem != p.name {
+                let sp = root.get("name").map_or(root.span, |n| n.span);
+                out.push(
+                    Diagnostic::new(
+                        Code::NameMismatch,
+                        sp,
+                        format!("the pipeline is named `{}` but its file is `{stem}`", p.name),
+                    )
+                    .label("differs from the file name")
+                    .hint(format!("rename the file to `{}.yaml`, or set `name: {stem}`", p.name)),
+                );
+            }
+        }
+        self.triggers(p, root, c);
+        let out = &mut c.diags;
+
+        // Step ids: unique over steps and on_failure.
+        let mut first: HashMap<&str, Span> = HashMap::new();
+        let all: Vec<(&Step, &Node, bool)> = steps_with_nodes(p, root);
+        for (s, node, _) in &all {
+            let sp = node.get("id").map_or(node.span, |n| n.span);
+            if let Some(prev) = first.get(s.id.as_str()) {
+                out.push(
+                    Diagnostic::new(Code::DuplicateStepId, sp, format!("the step id `{}` is used twice", s.id))
+                        .label("second step with this id")
+                        .hint(format!("step ids must be unique; the first is at line {}", prev.start.line)),
+                );
+            } else {
+                first.insert(&s.id, sp);
+            }
+        }
+        let main_ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        let fail_ids: Vec<&str> = p.on_failure.iter().map(|s| s.id.as_str()).collect();
+
+        let mut vars_read: BTreeSet<String> = BTreeSet::new();
+        for (s, node, on_failure) in &all {
+            // needs
+            let same_side: &[&str] = if *on_failure { &fail_ids } else { &main_ids };
+            let mut seen_needs: BTreeSet<&str> = BTreeSet::new();
+            for (i, need) in s.needs.iter().enumerate() {
+                let sp = node.at(&[Seg::Key("needs"), Seg::Index(i)]).map_or(node.span, |n| n.span);
+                if !seen_needs.insert(need) {
+                    out.push(Diagnostic::new(Code::RedundantNeed, sp, format!("`{need}` is listed twice in `needs`")).hint("remove the second one"));
+                    continue;
+                }
+                if !same_side.contains(&need.as_str()) {
+                    let other_side = if *on_failure { &main_ids } else { &fail_ids };
+                    let d = if other_side.contains(&need.as_str()) {
+                        let why = if *on_failure {
+                            "`on_failure` steps run after the main steps have stopped; they can only need other `on_failure` steps"
+                        } else {
+                            "`on_failure` steps run only after the run failed, so a main step cannot need one"
+                        };
+                        Diagnostic::new(Code::UnknownNeed, sp, format!("`needs` names `{need}`, which is on the other side of `on_failure`"))
+                            .hint(why)
+                    } else {
+                        let d = Diagnostic::new(Code::UnknownNeed, sp, format!("`needs` names `{need}`, which is not a step of this pipeline"));
+                        match suggest(need, same_side.iter().copied()) {
+                            Some(n) => d.label(format!("did you mean `{n}`?")).hint(format!("did you mean `{n}`? steps: {}", same_side.join(", "))),
+                            None => d.label("unknown step").hint(format!("steps: {}", same_side.join(", "))),
+                        }
+                    };
+                    out.push(d);
+                }
+            }
+            // concurrency without for_each
+            if s.concurrency.is_some() && s.for_each.is_none() {
+                let sp = node.key_span("concurrency").unwrap_or(node.span);
+                out.push(
+                    Diagnostic::new(Code::UselessConcurrency, sp, "`concurrency` has no effect without `for_each`")
+                        .hint("remove it, or add `for_each`"),
+                );
+            }
+            // templates
+            let mut reads: BTreeSet<String> = BTreeSet::new();
+            let with_place = Place { step: Some(s), on_failure: *on_failure, item: s.for_each.is_some(), trigger_setting: false };
+            let step_place = Place { item: false, ..with_place };
+            if let Some(w) = node.get("with") {
+                self.templates_in(w, with_place, p, &mut reads, &mut vars_read, out);
+                if let Some(kind) = self.registry.get(&s.uses) {
+                    kind.check(w, out);
+                }
+            }
+            if let (Some(Condition::Expr(e)), Some(n)) = (&s.condition, node.get("if")) {
+                self.condition(e, n, step_place, p, &mut reads, &mut vars_read, out);
+            }
+            if let (Some(ForEach::Template(t)), Some(n)) = (&s.for_each, node.get("for_each")) {
+                if template::whole_expression(t).is_none() {
+                    out.push(
+                        Diagnostic::new(Code::WrongType, n.span, "`for_each` must be a list, or a template that is exactly one `{{ expression }}`")
+                            .hint("write e.g. `for_each: \"{{ steps.fetch.output.body.items }}\"`"),
+                    );
+                } else {
+                    self.template(t, n, step_place, p, &mut reads, &mut vars_read, out);
+                }
+            }
+            if let (Some(ForEach::List(items)), Some(n)) = (&s.for_each, node.get("for_each")) {
+                if items.len() > 10_000 {
+                    out.push(Diagnostic::new(Code::BadLength, n.span, format!("`for_each` has {} items; at most 10000 are allowed", items.len())));
+                }
+            }
+            c.reads.insert(s.id.clone(), reads);
+        }
+        // Unused vars.
+        if let Some(vars) = root.get("vars") {
+            for (k, _) in vars.entries() {
+                if !vars_read.contains(&k.name) {
+                    out.push(
+                        Diagnostic::new(Code::UnusedVar, k.span, format!("the var `{}` is never read", k.name))
+                            .hint(format!("remove it, or read it in a template as `{{{{ vars.{} }}}}`", k.name)),
+                    );
+                }
+            }
+        }
+        // Cycles over needs and reads.
+        let deps = dependencies(p, &c.reads);
+        if let Some(cycle) = find_cycle(&p.steps, &deps).or_else(|| find_cycle(&p.on_failure, &deps)) {
+            let node = all.iter().find(|(s, _, _)| s.id == cycle[0]).map(|(_, n, _)| *n);
+            let sp = node.and_then(|n| n.get("id")).map_or(root.span, |n| n.span);
+            let shown = cycle.iter().chain(std::iter::once(&cycle[0])).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" -> ");
+            c.diags.push(
+                Diagnostic::new(Code::Cycle, sp, format!("steps depend on each other in a cycle: {shown}"))
+                    .label("part of a cycle")
+                    .hint("a step depends on the steps in its `needs` and on every step its templates read; remove one of these links"),
+            );
+        }
+    }
+
+    fn triggers(&self, p: &Pipeline, root: &Node, c: &mut Checked) {
+        let mut manual_seen = false;
+        let mut vars_read = BTreeSet::new();
+        let mut reads = BTreeSet::new();
+        let place = Place { step: None, on_failure: false, item: false, trigger_setting: true };
+        for (i, t) in p.triggers.iter().enumerate() {
+            let Some(tn) = root.at(&[Seg::Key("triggers"), Seg::Index(i)]) else { continue };
+            let inner = tn.get(t.kind()).unwrap_or(tn);
+            match t {
+                Trigger::Webhook(w) => {
+                    let sp = inner.get("path").map_or(inner.span, |n| n.span);
+                    if c.webhook_paths.iter().any(|(x, _)| x == &w.path) {
+                        c.diags.push(
+                            Diagnostic::new(Code::DuplicateWebhookPath, sp, format!("the webhook path `{}` is used twice in this pipeline", w.path))
+                                .hint("keep one webhook trigger per path"),
+                        );
+                    } else {
+                        c.webhook_paths.push((w.path.clone(), sp));
+                    }
+                    match (&w.verify, inner.get("verify")) {
+                        (None, _) => c.diags.push(
+                            Diagnostic::new(Code::UnverifiedWebhook, tn.key_span("webhook").unwrap_or(tn.span), format!("the webhook `{}` accepts unsigned requests from anyone", w.path))
+                                .hint("add `verify: { scheme: standard-webhooks, secret: \"{{ secrets.NAME }}\" }`"),
+                        ),
+                        (Some(v), Some(vn)) => {
+                            if let Some(sn) = vn.get("secret") {
+                                self.template(&v.secret, sn, place, p, &mut reads, &mut vars_read, &mut c.diags);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Trigger::Schedule(s) => {
+                    if let Some(n) = inner.get("cron") {
+                        if let Err(msg) = check_cron(&s.cron) {
+                            c.diags.push(
+                                Diagnostic::new(Code::BadCron, n.span, format!("invalid cron expression `{}`: {msg}", s.cron))
+                                    .label("invalid cron")
+                                    .hint("use 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. `*/15 * * * *`"),
+                            );
+                        }
+                    }
+                    if let (Some(tz), Some(n)) = (&s.timezone, inner.get("timezone")) {
+                        if tz.parse::<chrono_tz::Tz>().is_err() {
+                            let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
+                            let d = Diagnostic::new(Code::BadTimezone, n.span, format!("`{tz}` is not an IANA time zone"));
+                            c.diags.push(match suggest(tz, names) {
+                                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{s}`? use an IANA name such as `Europe/Berlin` or `UTC`")),
+                                None => d.label("unknown time zone").hint("use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`"),
+                            });
+                        }
+                    }
+                }
+                Trigger::Manual(_) => {
+                    if manual_seen {
+                        c.diags.push(Diagnostic::new(Code::DuplicateTrigger, tn.span, "a pipeline has at most one `manual` trigger").hint("remove this one"));
+                    }
+                    manual_seen = true;
+                }
+                Trigger::Event(_) => {}
+            }
+        }
+    }
+
+    /// Every template string of a `with` tree.
+    #[allow(clippy::too_many_arguments)]
+    fn templates_in(&self, n: &Node, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>, out: &mut Vec<Diagnostic>) {
+        match &n.value {
+            Value::Str(s) => self.template(s, n, place, p, reads, vars_read, out),
+            Value::Seq(items) => items.iter().for_each(|i| self.templates_in(i, place, p, reads, vars_read, out)),
+            Value::Map(entries) => entries.iter().for_each(|(_, v)| self.templates_in(v, place, p, reads, vars_read, out)),
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn condition(&self, src: &str, n: &Node, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>, out: &mut Vec<Diagnostic>) {
+        if template::has_template(src) {
+            match template::whole_expression(src) {
+                Some(_) => self.template(src, n, place, p, reads, vars_read, out),
+                None => out.push(
+                    Diagnostic::new(Code::TemplateSyntax, n.span, "an `if:` condition must be one expression")
+                        .hint("write the expression alone, e.g. `if: \"steps.shape.output.plan == 'PRO'\"`"),
+                ),
+            }
+            return;
+        }
+        self.analyzed(template::analyze(src, true), 0, n, place, p, reads, vars_read, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn template(&self, src: &str, n: &Node, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>, out: &mut Vec<Diagnostic>) {
+        if !template::has_template(src) {
+            return;
+        }
+        self.analyzed(template::analyze(src, false), 0, n, place, p, reads, vars_read, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn analyzed(
+        &self,
+        a: Result<template::Analysis, template::SyntaxError>,
+        shift: usize,
+        n: &Node,
+        place: Place<'_>,
+        p: &Pipeline,
+        reads: &mut BTreeSet<String>,
+        vars_read: &mut BTreeSet<String>,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                out.push(
+                    Diagnostic::new(Code::TemplateSyntax, n.str_span(shift + e.offset, e.len), format!("template syntax error: {}", e.message))
+                        .label("here")
+                        .hint("templates use minijinja syntax: `{{ expression }}`, `{% if ... %}...{% endif %}`"),
+                );
+                return;
+            }
+        };
+        for (what, off, len) in &a.unsupported {
+            out.push(Diagnostic::new(Code::UnsupportedStatement, n.str_span(shift + off, *len), format!("`{what}` statements are not allowed in pipeline templates")));
+        }
+        for call in &a.calls {
+            if self.renderer.knows(call.kind, &call.name) {
+                continue;
+            }
+            let (code, noun, known): (Code, &str, &[&str]) = match call.kind {
+                CallKind::Filter => (Code::UnknownFilter, "filter", KNOWN_FILTERS),
+                CallKind::Test => (Code::UnknownTest, "test", KNOWN_TESTS),
+                CallKind::Function => (Code::UnknownFunction, "function", KNOWN_FUNCTIONS),
+            };
+            let d = Diagnostic::new(code, n.str_span(shift + call.offset, call.len), format!("unknown {noun} `{}`", call.name));
+            out.push(match suggest(&call.name, known.iter().copied()) {
+                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{s}`?")),
+                None => d.label(format!("unknown {noun}")).hint(format!("known {noun}s: {}", known.join(", "))),
+            });
+        }
+        for r in &a.refs {
+            let sp = n.str_span(shift + r.offset, r.len);
+            if let Some(d) = self.reference(r, sp, place, p, reads, vars_read) {
+                out.push(d);
+            }
+        }
+    }
+
+    fn reference(&self, r: &template::Ref, sp: Span, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>) -> Option<Diagnostic> {
+        let field = |allowed: &[&str], what: &str| -> Option<Diagnostic> {
+            let f = r.path.first()?;
+            if allowed.contains(&f.as_str()) {
+                return None;
+            }
+            let d = Diagnostic::new(Code::UnknownRoot, sp, format!("`{}` has no field `{f}`", what));
+            Some(match suggest(f, allowed.iter().copied()) {
+                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{what}.{s}`? fields: {}", one_of(allowed))),
+                None => d.label("unknown field").hint(format!("fields: {}", one_of(allowed))),
+            })
+        };
+        if place.trigger_setting && !["secrets", "vars"].contains(&r.root.as_str()) {
+            return Some(
+                Diagnostic::new(Code::UnknownRoot, sp, format!("`{}` is not in scope in a trigger's settings", r.root))
+                    .hint("trigger settings may read only `secrets` and `vars`"),
+            );
+        }
+        match r.root.as_str() {
+            "trigger" => field(TRIGGER_FIELDS, "trigger"),
+            "run" => field(RUN_FIELDS, "run"),
+            "secrets" => None,
+            "vars" => {
+                let name = r.path.first()?;
+                vars_read.insert(name.clone());
+                if p.vars.contains_key(name) {
+                    return None;
+                }
+                let d = Diagnostic::new(Code::UnknownVar, sp, format!("`vars.{name}` is not defined"));
+                Some(match suggest(name, p.vars.keys().map(String::as_str)) {
+                    Some(s) => d.label(format!("did you mean `vars.{s}`?")).hint(format!("did you mean `vars.{s}`?")),
+                    None => d.label("undefined var").hint(format!("define it under `vars:` at the top of the pipeline, e.g. `vars: {{ {name}: ... }}`")),
+                })
+            }
+            "steps" => {
+                let Some(target) = r.path.first() else {
+                    // `steps` as a whole, or read with a computed key: every step could be read.
+                    let all = if place.on_failure { p.steps.iter().chain(p.on_failure.iter()).collect::<Vec<_>>() } else { p.steps.iter().collect() };
+                    for s in all {
+                        if place.step.is_some_and(|me| me.id != s.id) {
+                            reads.insert(s.id.clone());
+                        }
+                    }
+                    return None;
+                };
+                let in_main = p.steps.iter().any(|s| &s.id == target);
+                let in_fail = p.on_failure.iter().any(|s| &s.id == target);
+                if !in_main && !in_fail {
+                    let ids: Vec<&str> = p.steps.iter().chain(p.on_failure.iter()).map(|s| s.id.as_str()).collect();
+                    let d = Diagnostic::new(Code::UnknownStepRef, sp, format!("`steps.{target}` reads a step that does not exist"));
+                    return Some(match suggest(target, ids.iter().copied()) {
+                        Some(s) => d.label(format!("did you mean `steps.{s}`?")).hint(format!("did you mean `steps.{s}`?")),
+                        None => d.label("unknown step").hint(format!("steps: {}", ids.join(", "))),
+                    });
+                }
+                if place.step.is_some_and(|me| &me.id == target) {
+                    return Some(
+                        Diagnostic::new(Code::NotAncestor, sp, format!("the step `{target}` reads its own result"))
+                            .hint("a step's templates can read only steps that finished before it"),
+                    );
+                }
+                if in_fail && !place.on_failure {
+                    return Some(
+                        Diagnostic::new(Code::NotAncestor, sp, format!("`steps.{target}` is an `on_failure` step, which runs only after the run failed"))
+                            .hint("main steps can read only other main steps"),
+                    );
+                }
+                // on_failure steps read main steps as they were when the run failed; that is no dependency.
+                if !(place.on_failure && in_main) {
+                    reads.insert(target.clone());
+                }
+                if let Some(f) = r.path.get(1) {
+                    if !STEP_FIELDS.contains(&f.as_str()) {
+                        let d = Diagnostic::new(Code::UnknownStepRef, sp, format!("`steps.{target}` has no field `{f}`"));
+                        return Some(match suggest(f, STEP_FIELDS.iter().copied()) {
+                            Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `steps.{target}.{s}`? fields: {}", one_of(STEP_FIELDS))),
+                            None => d.label("unknown field").hint(format!("fields: {}", one_of(STEP_FIELDS))),
+                        });
+                    }
+                }
+                None
+            }
+            "item" | "index" => {
+                if place.item {
+                    return None;
+                }
+                Some(
+                    Diagnostic::new(Code::ItemOutsideForEach, sp, format!("`{}` is only in scope in the `with` of a step with `for_each`", r.root))
+                        .hint("add `for_each:` to this step, or read the value another way"),
+                )
+            }
+            "error" => {
+                if !place.on_failure {
+                    return Some(
+                        Diagnostic::new(Code::ErrorOutsideOnFailure, sp, "`error` is only in scope in `on_failure` steps")
+                            .hint("move this step under `on_failure:`"),
+                    );
+                }
+                field(ERROR_FIELDS, "error")
+            }
+            other => {
+                let d = Diagnostic::new(Code::UnknownRoot, sp, format!("`{other}` is not a variable templates can read"));
+                let hint = match other {
+                    "env" => "templates cannot read the process environment; store the value as a tenant secret and read `secrets.NAME`".to_string(),
+                    "secret" | "var" | "step" | "input" | "inputs" | "outputs" | "payload" | "body" => match suggest(other, ROOTS.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`? in scope: {}", one_of(ROOTS)),
+                        None => format!("in scope: {}", one_of(ROOTS)),
+                    },
+                    _ => match suggest(other, ROOTS.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`? in scope: {}", one_of(ROOTS)),
+                        None => format!("in scope: {}", one_of(ROOTS)),
+                    },
+                };
+                Some(d.label("not in scope").hint(hint))
+            }
+        }
+    }
+}
+
+/// Built-in filter, test and function names, for "did you mean" and the list in hints.
+pub const KNOWN_FILTERS: &[&str] = &[
+    "abs", "attr", "b64decode", "b64encode", "batch", "bool", "capitalize", "count", "d", "datetime", "default", "dictsort",
+    "escape", "first", "float", "fromjson", "groupby", "hmac_sha256", "indent", "int", "items", "join", "jsonpath", "last",
+    "length", "lines", "list", "lower", "map", "max", "min", "now", "pprint", "reject", "rejectattr", "replace", "reverse",
+    "round", "select", "selectattr", "sha256", "slice", "sort", "split", "string", "sum", "title", "tojson", "trim",
+    "unique", "upper", "urlencode", "uuid",
+];
+pub const KNOWN_TESTS: &[&str] = &[
+    "boolean", "defined", "divisibleby", "endingwith", "eq", "even", "false", "float", "ge", "gt", "in", "integer",
+    "iterable", "le", "lt", "mapping", "ne", "none", "number", "odd", "sameas", "sequence", "startingwith", "string",
+    "true", "undefined",
+];
+pub const KNOWN_FUNCTIONS: &[&str] = &["dict", "namespace", "now", "range", "uuid"];
+
+/// Checks a cron expression: 5 fields, or 6 with seconds first (or a `@daily`-style nickname).
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    let nickname = expr.trim().starts_with('@');
+    if !nickname && fields != 5 && fields != 6 {
+        return Err(format!("it has {fields} fields; a cron expression has 5, or 6 with seconds first"));
+    }
+    let parsed = std::panic::catch_unwind(|| expr.parse::<croner::Cron>());
+    match parsed {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string().trim_end_matches('.').to_lowercase()),
+        Err(_) => Err("it cannot be parsed".into()),
+    }
+}
+
+/// For each step, the steps it waits for: its `needs` and the steps its templates read.
+pub fn dependencies(p: &Pipeline, reads: &HashMap<String, BTreeSet<String>>) -> HashMap<String, BTreeSet<String>> {
+    let mut deps = HashMap::new();
+    for s in p.steps.iter().chain(p.on_failure.iter()) {
+        let mut d: BTreeSet<String> = s.needs.iter().cloned().collect();
+        if let Some(r) = reads.get(&s.id) {
+            d.extend(r.iter().cloned());
+        }
+        deps.insert(s.id.clone(), d);
+    }
+    deps
+}
+
+/// A cycle among `steps`, as the list of ids along it.
+fn find_cycle(steps: &[Step], deps: &HashMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut mark: HashMap<&str, Mark> = steps.iter().map(|s| (s.id.as_str(), Mark::New)).collect();
+    for s in steps {
+        if mark.get(s.id.as_str()) != Some(&Mark::New) {
+            continue;
+        }
+        // Iterative DFS: (node, its deps, next index).
+        let mut stack: Vec<(&str, Vec<&str>, usize)> = Vec::new();
+        stack.push((s.id.as_str(), Vec::new(), 0));
+        if let Some(top) = stack.last_mut() {
+            top.1 = deps.get(top.0).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
+        }
+        mark.insert(s.id.as_str(), Mark::Active);
+        while let Some((node, children, idx)) = stack.last_mut() {
+            if *idx < children.len() {
+                let child = children[*idx];
+                *idx += 1;
+                match mark.get(child).copied() {
+                    Some(Mark::New) => {
+                        mark.insert(child, Mark::Active);
+                        let cd: Vec<&str> = deps.get(child).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
+                        stack.push((child, cd, 0));
+                    }
+                    Some(Mark::Active) => {
+                        let start = stack.iter().position(|(n, _, _)| *n == child).unwrap_or(0);
+                        // The stack goes from dependant to dependency; show it in run order.
+                        let mut cycle: Vec<String> = stack[start..].iter().map(|(n, _, _)| n.to_string()).collect();
+                        cycle.reverse();
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                let n = *node;
+                mark.insert(n, Mark::Done);
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+fn steps_with_nodes<'a>(p: &'a Pipeline, root: &'a Node) -> Vec<(&'a Step, &'a Node, bool)> {
+    let mut v = Vec::new();
+    for (key, list, fail) in [("steps", &p.steps, false), ("on_failure", &p.on_failure, true)] {
+        for (i, s) in list.iter().enumerate() {
+            if let Some(n) = root.at(&[Seg::Key(key), Seg::Index(i)]) {
+                v.push((s, n, fail));
+            }
+        }
+    }
+    v
+}
+
+fn finish(mut c: Checked, file: &str) -> Checked {
+    for d in &mut c.diags {
+        d.file = file.to_string();
+    }
+    diag::sort(&mut c.diags);
+    c
+}
+
+fn first_pos() -> diag::Pos {
+    diag::Pos { line: 1, col: 1, offset: 0 }
+}
+
+/// The pipeline name a file path implies: its stem, for `.yaml`, `.yml` and `.json` files.
+pub fn file_stem(file: &str) -> Option<&str> {
+    let base = file.rsplit(['/', '\\']).next()?;
+    [".yaml", ".yml", ".json"].iter().find_map(|ext| base.strip_suffix(ext))
+}
+
+fn parent_dir(file: &str) -> String {
+    match file.rfind(['/', '\\']) {
+        Some(i) => file[..i].to_string(),
+        None => String::new(),
+    }
+}
