@@ -1,1 +1,222 @@
-fn main() {}
+//! The `sluice` binary: reads files and arguments, picks what to run, prints results.
+//!
+//! The only place that touches the file system, the environment and the terminal; the pipeline core in
+//! `sluice-engine` receives text and returns values and diagnostics.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_engine::{diag, Validator};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Sluice: declarative, multi-tenant pipelines for API integrations.
+#[derive(Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check pipeline files or folders; every problem, with file:line:col and a hint.
+    Validate {
+        /// Files or folders (folders are searched for .yaml, .yml and .json files); `-` reads standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print the pipeline JSON Schema (draft 2020-12), `with` of every step kind included.
+    Schema,
+    /// Print the compiled DAG of one pipeline.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+    Json,
+}
+
+/// Exit codes of SPEC section 8.
+const EXIT_INVALID: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let validator = Validator::new(sluice_connectors::registry());
+    match cli.command {
+        Command::Validate { paths, format } => validate(&validator, &paths, format),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(validator.schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { file, format } => {
+            let (name, src) = match read_one(&file)? {
+                Source::Text(n, s) => (n, s),
+                Source::Unreadable(d) => {
+                    eprint!("{}", diag::render(&d, ""));
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            match sluice_engine::compile(&validator, &name, &src) {
+                Ok((plan, _warnings)) => {
+                    match format {
+                        GraphFormat::Mermaid => print!("{}", plan.to_mermaid()),
+                        GraphFormat::Dot => print!("{}", plan.to_dot()),
+                        GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&plan.to_json())?),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(diags) => {
+                    for d in &diags {
+                        eprint!("{}", diag::render(d, &src));
+                    }
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+            }
+        }
+    }
+}
+
+fn validate(validator: &Validator, paths: &[PathBuf], format: Format) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut src = String::new();
+            std::io::stdin().read_to_string(&mut src).context("reading standard input")?;
+            sources.push(Source::Text("<stdin>".into(), src));
+            continue;
+        }
+        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            collect(p, &mut found).with_context(|| format!("cannot read folder {}", p.display()))?;
+            found.sort();
+            for f in found {
+                sources.push(read_one(&f)?);
+            }
+        } else {
+            sources.push(read_one(p)?);
+        }
+    }
+    let mut unreadable = Vec::new();
+    for s in sources {
+        match s {
+            Source::Text(f, t) => files.push((f, t)),
+            Source::Unreadable(d) => unreadable.push(d),
+        }
+    }
+    let checked = validator.check_all(&files);
+    let sources: std::collections::HashMap<&str, &str> = files.iter().map(|(f, s)| (f.as_str(), s.as_str())).collect();
+    let diags: Vec<&diag::Diagnostic> = unreadable.iter().chain(checked.iter().flat_map(|c| c.diags.iter())).collect();
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    match format {
+        Format::Json => {
+            let out: Vec<serde_json::Value> = diags.iter().map(|d| d.to_json()).collect();
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Human => {
+            for d in &diags {
+                println!("{}", diag::render(d, sources.get(d.file.as_str()).copied().unwrap_or("")));
+            }
+            let plural = |n: usize, w: &str| if n == 1 { format!("1 {w}") } else { format!("{n} {w}s") };
+            let verdict = if errors == 0 { "valid" } else { "invalid" };
+            println!(
+                "{verdict}: {} checked, {}, {}",
+                plural(files.len() + unreadable.len(), "file"),
+                plural(errors, "error"),
+                plural(warnings, "warning")
+            );
+        }
+    }
+    Ok(if errors > 0 { ExitCode::from(EXIT_INVALID) } else { ExitCode::SUCCESS })
+}
+
+/// Pipeline files under a folder, skipping hidden entries.
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            collect(&path, out)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+enum Source {
+    Text(String, String),
+    /// A file that is not checked as text, with the diagnostic saying why.
+    Unreadable(diag::Diagnostic),
+}
+
+/// A file's text, or the diagnostic that says why it cannot be checked.
+fn read_one(p: &Path) -> anyhow::Result<Source> {
+    let name = p.display().to_string();
+    let meta = std::fs::metadata(p).with_context(|| format!("cannot read {name}"))?;
+    let at_start = diag::Span::point(diag::Pos { line: 1, col: 1, offset: 0 });
+    let max = sluice_engine::yaml::MAX_FILE_BYTES as u64;
+    if meta.len() > max {
+        // Do not read gigabytes to say so.
+        let mut d = diag::Diagnostic::new(
+            diag::Code::FileTooLarge,
+            at_start,
+            format!("the file is {} bytes; a pipeline file may be at most 1 MiB", meta.len()),
+        )
+        .hint("split the pipeline, or move large constants out of the file");
+        d.file = name;
+        return Ok(Source::Unreadable(d));
+    }
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {name}"))?;
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(Source::Text(name, s)),
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let text = String::from_utf8_lossy(good);
+            let line = text.matches('\n').count() as u32 + 1;
+            let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+            let pos = diag::Pos { line, col, offset: text.chars().count() };
+            let mut d = diag::Diagnostic::new(diag::Code::YamlSyntax, diag::Span::point(pos), "the file is not UTF-8 text")
+                .hint("save the file as UTF-8");
+            d.file = name;
+            Ok(Source::Unreadable(d))
+        }
+    }
+}

@@ -232,6 +232,10 @@ pub fn render(d: &Diagnostic, source: &str) -> String {
 /// The "did you mean" of every name lookup: the closest candidate, if it is close enough.
 pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(&str, f64)> = None;
+    let candidates: Vec<&'a str> = candidates.into_iter().collect();
+    if let Some(c) = candidates.iter().find(|c| c.eq_ignore_ascii_case(wrong)) {
+        return Some(c);
+    }
     for c in candidates {
         let score = strsim::jaro_winkler(wrong, c);
         let close = score >= 0.8 || strsim::levenshtein(wrong, c) <= 2.min(c.len() / 2);
@@ -240,6 +244,16 @@ pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
         }
     }
     best.map(|(c, _)| c)
+}
+
+/// `a`, `b` and `c`.
+pub fn all_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.len() {
+        0 => String::new(),
+        1 => quoted[0].clone(),
+        n => format!("{} and {}", quoted[..n - 1].join(", "), quoted[n - 1]),
+    }
 }
 
 /// `a`, `b` or `c`: a list of names for messages.

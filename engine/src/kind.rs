@@ -18,6 +18,10 @@ pub trait StepKind: Send + Sync {
     /// Checks of `with` that a schema cannot say (e.g. two mutually exclusive keys), offline.
     /// `with` is the parsed tree, so diagnostics can point into it.
     fn check(&self, _with: &Node, _out: &mut Vec<Diagnostic>) {}
+    /// Top-level `with` keys that hold a bare expression (like `if:`, braces optional) rather than a template.
+    fn expression_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// The set of step kinds a validator and runtime know, in registration order.

@@ -15,6 +15,8 @@ pub const VAR_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,62}$";
 pub const WEBHOOK_PATH_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._~/-]{0,127}$";
 pub const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
 pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$";
+/// A string that is exactly one `{{ expression }}`, which yields the expression's native value.
+pub const WHOLE_TEMPLATE_PATTERN: &str = "^\\s*\\{\\{[\\s\\S]*\\}\\}\\s*$";
 pub const MAX_STEPS: usize = 500;
 
 /// A Sluice pipeline: triggers start a run; steps form a DAG.
@@ -422,11 +424,16 @@ pub fn pipeline_schema(registry: &crate::kind::Registry) -> serde_json::Value {
             o.insert("description".into(), json!(description));
         }
         let def = format!("With_{}", name.replace('.', "_"));
+        let needs_with = s.get("required").and_then(|r| r.as_array()).is_some_and(|r| !r.is_empty());
         kind_defs.insert(def.clone(), s);
         names.push(json!(name));
+        let mut then = json!({ "properties": { "with": { "$ref": format!("#/$defs/{def}") } } });
+        if needs_with {
+            then["required"] = json!(["with"]);
+        }
         branches.push(json!({
             "if": { "properties": { "uses": { "const": name } }, "required": ["uses"] },
-            "then": { "properties": { "with": { "$ref": format!("#/$defs/{def}") } } },
+            "then": then,
         }));
     }
     // Definitions created while generating the kinds' schemas.

@@ -126,9 +126,15 @@ impl SchemaChecker {
     }
 
     fn any_of(&self, _schema: &J, any: &[J], node: &Node, path: &mut Vec<PathSeg>, out: &mut Vec<Diagnostic>) {
-        let branches: Vec<&J> = any.iter().map(|b| self.resolve(b)).collect();
+        let mut branches: Vec<&J> = any.iter().map(|b| self.resolve(b)).collect();
         if branches.iter().any(|b| self.valid(b, node)) {
             return;
+        }
+        // A string that is not a template is judged by the other branches, so the message is about them.
+        let is_template_branch = |b: &&J| b.get("pattern").and_then(J::as_str) == Some(model::WHOLE_TEMPLATE_PATTERN);
+        let template_allowed = branches.iter().any(is_template_branch);
+        if template_allowed && branches.len() > 1 {
+            branches.retain(|b| !is_template_branch(b));
         }
         // Report through the branch whose type fits the value, so the message is about the real mistake.
         let fitting: Vec<&&J> = branches
@@ -149,11 +155,14 @@ impl SchemaChecker {
                 }
             }
         }
-        let what = if expected.is_empty() {
+        let mut what = if expected.is_empty() {
             "a valid value".to_string()
         } else {
             article_list(&expected)
         };
+        if template_allowed {
+            what.push_str(" or a template `{{ ... }}`");
+        }
         out.push(
             Diagnostic::new(
                 Code::WrongType,
@@ -261,7 +270,7 @@ impl SchemaChecker {
                 format!("{} must have one of the keys {}", where_(path), one_of(&known))
             } else {
                 let names: Vec<&str> = entries.iter().map(|(k, _)| k.name.as_str()).collect();
-                format!("{} has the keys {}; it must have exactly one", where_(path), one_of(&names))
+                format!("{} has the keys {}; it must have exactly one", where_(path), crate::diag::all_of(&names))
             };
             out.push(
                 Diagnostic::new(Code::BadLength, node.span, msg)

@@ -97,10 +97,12 @@ impl Validator {
             return finish(c, file);
         };
         let shape = self.checker.check(&root);
-        let shape_ok = shape.iter().all(|d| !d.is_error());
         c.diags.extend(shape);
-        // Meaning is checked only on a well-shaped tree; otherwise the shape errors already say what to fix.
-        if shape_ok && !c.diags.iter().any(Diagnostic::is_error) {
+        if c.has_errors() {
+            // Check meaning on what can be salvaged, so one pass reports every problem.
+            let p = salvage(&root);
+            self.meaning(&p, &root, file, &mut c);
+        } else {
             match serde_json::from_value::<Pipeline>(root.to_json()) {
                 Ok(p) => {
                     self.meaning(&p, &root, file, &mut c);
@@ -113,11 +115,6 @@ impl Validator {
                     root.span,
                     format!("the pipeline does not match the format: {e}"),
                 )),
-            }
-        } else if shape_ok {
-            // YAML-level errors (e.g. a duplicate key) still allow the meaning checks to run.
-            if let Ok(p) = serde_json::from_value::<Pipeline>(root.to_json()) {
-                self.meaning(&p, &root, file, &mut c);
             }
         }
         finish(c, file)
@@ -236,8 +233,17 @@ impl Validator {
             let with_place = Place { step: Some(s), on_failure: *on_failure, item: s.for_each.is_some(), trigger_setting: false };
             let step_place = Place { item: false, ..with_place };
             if let Some(w) = node.get("with") {
-                self.templates_in(w, with_place, p, &mut reads, &mut vars_read, out);
-                if let Some(kind) = self.registry.get(&s.uses) {
+                let kind = self.registry.get(&s.uses);
+                let exprs = kind.map_or(&[][..], |k| k.expression_fields());
+                for (k, v) in w.entries() {
+                    match v.as_str() {
+                        Some(e) if exprs.contains(&k.name.as_str()) => {
+                            self.condition(e, v, with_place, p, &mut reads, &mut vars_read, out)
+                        }
+                        _ => self.templates_in(v, with_place, p, &mut reads, &mut vars_read, out),
+                    }
+                }
+                if let Some(kind) = kind {
                     kind.check(w, out);
                 }
             }
@@ -642,6 +648,45 @@ fn find_cycle(steps: &[Step], deps: &HashMap<String, BTreeSet<String>>) -> Optio
         }
     }
     None
+}
+
+/// The parts of a malformed pipeline that are well-formed, field by field, for the meaning checks.
+fn salvage(root: &Node) -> Pipeline {
+    fn field<T: serde::de::DeserializeOwned>(n: &Node, key: &str) -> Option<T> {
+        n.get(key).and_then(|v| serde_json::from_value(v.to_json()).ok())
+    }
+    fn list<T: serde::de::DeserializeOwned>(n: &Node, key: &str, one: impl Fn(&Node) -> Option<T>) -> Vec<T> {
+        n.get(key).map(|l| l.as_seq().iter().filter_map(&one).collect()).unwrap_or_default()
+    }
+    let step = |n: &Node| -> Option<Step> {
+        if let Ok(s) = serde_json::from_value::<Step>(n.to_json()) {
+            return Some(s);
+        }
+        // Keep index alignment with the tree: a step without a usable id gets an impossible one.
+        Some(Step {
+            id: n.get("id").and_then(Node::as_str).map_or_else(|| " ".to_string(), str::to_string),
+            description: None,
+            uses: n.get("uses").and_then(Node::as_str).unwrap_or("").to_string(),
+            with: field(n, "with"),
+            needs: n.get("needs").map(|l| l.as_seq().iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+            condition: field(n, "if"),
+            for_each: field(n, "for_each"),
+            concurrency: field(n, "concurrency"),
+            continue_on_error: field(n, "continue_on_error").unwrap_or(false),
+            timeout: field(n, "timeout"),
+            retry: field(n, "retry"),
+        })
+    };
+    Pipeline {
+        version: 1,
+        name: field(root, "name").unwrap_or_default(),
+        description: None,
+        triggers: list(root, "triggers", |n| serde_json::from_value(n.to_json()).ok()),
+        vars: field(root, "vars").unwrap_or_default(),
+        defaults: field(root, "defaults").unwrap_or_default(),
+        steps: list(root, "steps", step),
+        on_failure: list(root, "on_failure", step),
+    }
 }
 
 fn steps_with_nodes<'a>(p: &'a Pipeline, root: &'a Node) -> Vec<(&'a Step, &'a Node, bool)> {
