@@ -77,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { paths, format } => validate(&validator, &paths, format),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(validator.schema())?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(validator.schema())?));
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { file, format } => {
@@ -91,9 +91,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match sluice_engine::compile(&validator, &name, &src) {
                 Ok((plan, _warnings)) => {
                     match format {
-                        GraphFormat::Mermaid => print!("{}", plan.to_mermaid()),
-                        GraphFormat::Dot => print!("{}", plan.to_dot()),
-                        GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&plan.to_json())?),
+                        GraphFormat::Mermaid => emit(&plan.to_mermaid()),
+                        GraphFormat::Dot => emit(&plan.to_dot()),
+                        GraphFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&plan.to_json())?)),
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -145,23 +145,33 @@ fn validate(validator: &Validator, paths: &[PathBuf], format: Format) -> anyhow:
     match format {
         Format::Json => {
             let out: Vec<serde_json::Value> = diags.iter().map(|d| d.to_json()).collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
         }
         Format::Human => {
+            let mut text = String::new();
             for d in &diags {
-                println!("{}", diag::render(d, sources.get(d.file.as_str()).copied().unwrap_or("")));
+                text.push_str(&diag::render(d, sources.get(d.file.as_str()).copied().unwrap_or("")));
+                text.push('\n');
             }
             let plural = |n: usize, w: &str| if n == 1 { format!("1 {w}") } else { format!("{n} {w}s") };
             let verdict = if errors == 0 { "valid" } else { "invalid" };
-            println!(
-                "{verdict}: {} checked, {}, {}",
+            text.push_str(&format!(
+                "{verdict}: {} checked, {}, {}\n",
                 plural(files.len() + unreadable.len(), "file"),
                 plural(errors, "error"),
                 plural(warnings, "warning")
-            );
+            ));
+            emit(&text);
         }
     }
     Ok(if errors > 0 { ExitCode::from(EXIT_INVALID) } else { ExitCode::SUCCESS })
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Pipeline files under a folder, skipping hidden entries.
@@ -213,8 +223,9 @@ fn read_one(p: &Path) -> anyhow::Result<Source> {
             let line = text.matches('\n').count() as u32 + 1;
             let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
             let pos = diag::Pos { line, col, offset: text.chars().count() };
-            let mut d = diag::Diagnostic::new(diag::Code::YamlSyntax, diag::Span::point(pos), "the file is not UTF-8 text")
-                .hint("save the file as UTF-8");
+            let mut d =
+                diag::Diagnostic::new(diag::Code::YamlSyntax, diag::Span::point(pos), "the file is not UTF-8 text")
+                    .hint("save the file as UTF-8");
             d.file = name;
             Ok(Source::Unreadable(d))
         }

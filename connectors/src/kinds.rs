@@ -34,9 +34,13 @@ fn check_url(with: &Node, out: &mut Vec<Diagnostic>) {
     });
     if !ok {
         out.push(
-            Diagnostic::new(Code::BadWith, n.span, format!("`url` must be an absolute http:// or https:// URL, found {:?}", url))
-                .label("not an http(s) URL")
-                .hint("write the full URL, e.g. `https://api.example.com/v1/orders`"),
+            Diagnostic::new(
+                Code::BadWith,
+                n.span,
+                format!("`url` must be an absolute http:// or https:// URL, found {:?}", url),
+            )
+            .label("not an http(s) URL")
+            .hint("write the full URL, e.g. `https://api.example.com/v1/orders`"),
         );
     }
 }
@@ -60,9 +64,13 @@ impl StepKind for Http {
         if bodies.len() > 1 {
             let sp = with.key_span(bodies[1]).unwrap_or(with.span);
             out.push(
-                Diagnostic::new(Code::BadWith, sp, format!("an http step sends one body, but both `{}` and `{}` are set", bodies[0], bodies[1]))
-                    .label("second body")
-                    .hint("keep one of `body` (JSON), `form` (URL-encoded) and `raw` (text)"),
+                Diagnostic::new(
+                    Code::BadWith,
+                    sp,
+                    format!("an http step sends one body, but both `{}` and `{}` are set", bodies[0], bodies[1]),
+                )
+                .label("second body")
+                .hint("keep one of `body` (JSON), `form` (URL-encoded) and `raw` (text)"),
             );
         }
         if let Some(es) = with.get("expect_status") {
@@ -73,7 +81,10 @@ impl StepKind for Http {
             for it in items {
                 if let Some(r) = it.as_str() {
                     if parse_range(r).is_some_and(|(a, b)| a > b) {
-                        out.push(Diagnostic::new(Code::BadWith, it.span, format!("the status range `{r}` is empty")).hint("write the lower code first, e.g. `200-299`"));
+                        out.push(
+                            Diagnostic::new(Code::BadWith, it.span, format!("the status range `{r}` is empty"))
+                                .hint("write the lower code first, e.g. `200-299`"),
+                        );
                     }
                 }
             }
@@ -166,9 +177,13 @@ impl StepKind for Delay {
             if let Some(v) = n.as_str() {
                 if !has_template(v) && chrono::DateTime::parse_from_rfc3339(v).is_err() {
                     out.push(
-                        Diagnostic::new(Code::BadWith, n.span, format!("`until` must be an RFC 3339 time, found {v:?}"))
-                            .label("not an RFC 3339 time")
-                            .hint("write e.g. `2026-12-24T18:00:00Z`"),
+                        Diagnostic::new(
+                            Code::BadWith,
+                            n.span,
+                            format!("`until` must be an RFC 3339 time, found {v:?}"),
+                        )
+                        .label("not an RFC 3339 time")
+                        .hint("write e.g. `2026-12-24T18:00:00Z`"),
                     );
                 }
             }

@@ -153,7 +153,10 @@ impl Plan {
         let node = |s: &mut String, st: &PlanStep| {
             let mut label = format!("{}<br/><i>{}</i>", st.id, st.uses);
             if st.for_each.is_some() {
-                label.push_str(" ×");
+                label.push_str(" · for_each");
+            }
+            if st.condition.is_some() {
+                label.push_str(" · if");
             }
             let _ = writeln!(s, "  {}[\"{}\"]", st.id, label.replace('"', "'"));
         };
@@ -162,8 +165,7 @@ impl Plan {
         }
         for st in &self.steps {
             for n in &st.needs {
-                let arrow = if st.condition.is_some() { "-.->|if|" } else { "-->" };
-                let _ = writeln!(s, "  {n} {arrow} {}", st.id);
+                let _ = writeln!(s, "  {n} --> {}", st.id);
             }
         }
         if !self.on_failure.is_empty() {
@@ -183,14 +185,16 @@ impl Plan {
     }
 
     pub fn to_dot(&self) -> String {
-        let mut s = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"sans-serif\"];\n", self.name);
+        let mut s =
+            format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"sans-serif\"];\n", self.name);
         for st in &self.steps {
-            let _ = writeln!(s, "  \"{}\" [label=\"{}\\n{}\"];", st.id, st.id, st.uses);
+            // A step that may be skipped (`if:`) is drawn dashed.
+            let style = if st.condition.is_some() { ", style=dashed" } else { "" };
+            let _ = writeln!(s, "  \"{}\" [label=\"{}\\n{}\"{style}];", st.id, st.id, st.uses);
         }
         for st in &self.steps {
             for n in &st.needs {
-                let style = if st.condition.is_some() { " [style=dashed, label=\"if\"]" } else { "" };
-                let _ = writeln!(s, "  \"{n}\" -> \"{}\"{style};", st.id);
+                let _ = writeln!(s, "  \"{n}\" -> \"{}\";", st.id);
             }
         }
         if !self.on_failure.is_empty() {

@@ -26,16 +26,9 @@ impl Span {
     }
     /// A span of `len` characters starting `chars` characters after the start of this one (same line).
     pub fn sub(&self, chars: usize, len: usize) -> Span {
-        let start = Pos {
-            line: self.start.line,
-            col: self.start.col + chars as u32,
-            offset: self.start.offset + chars,
-        };
-        let end = Pos {
-            line: start.line,
-            col: start.col + len as u32,
-            offset: start.offset + len,
-        };
+        let start =
+            Pos { line: self.start.line, col: self.start.col + chars as u32, offset: self.start.offset + chars };
+        let end = Pos { line: start.line, col: start.col + len as u32, offset: start.offset + len };
         Span { start, end }
     }
 }
@@ -102,10 +95,12 @@ codes! {
     UnknownTest = "S3003", Error, "a template uses a test (`is ...`) that does not exist";
     UnknownFunction = "S3004", Error, "a template calls a function that does not exist";
     UnsupportedStatement = "S3005", Error, "a template uses a statement that pipelines do not allow";
+    MethodCall = "S3006", Error, "a template calls a method (`x.split()`); use a filter";
     UnverifiedWebhook = "W4001", Warning, "a webhook trigger accepts unsigned requests";
     UnusedVar = "W4002", Warning, "a var is defined but never read";
     UselessConcurrency = "W4003", Warning, "`concurrency` is set on a step without `for_each`";
     RedundantNeed = "W4004", Warning, "a step lists the same entry in `needs` twice";
+    NeverRetried = "W4005", Warning, "`retry_on` lists `template` or `config`, which are never retried";
 }
 
 /// One problem in one file.
@@ -123,14 +118,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(code: Code, span: Span, message: impl Into<String>) -> Self {
-        Diagnostic {
-            file: String::new(),
-            span,
-            code,
-            message: message.into(),
-            label: None,
-            hint: None,
-        }
+        Diagnostic { file: String::new(), span, code, message: message.into(), label: None, hint: None }
     }
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
@@ -190,10 +178,7 @@ pub fn render(d: &Diagnostic, source: &str) -> String {
         d.code.as_str(),
         d.message
     );
-    if let Some(line) = source
-        .lines()
-        .nth((d.span.start.line as usize).saturating_sub(1))
-    {
+    if let Some(line) = source.lines().nth((d.span.start.line as usize).saturating_sub(1)) {
         let num = d.span.start.line.to_string();
         let pad = " ".repeat(num.len());
         let shown: String = line.chars().take(200).collect();
@@ -209,11 +194,8 @@ pub fn render(d: &Diagnostic, source: &str) -> String {
         };
         let width = end.saturating_sub(start).max(1) as usize;
         // Keep tabs so the caret lines up under them.
-        let lead: String = line
-            .chars()
-            .take((start - 1) as usize)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let lead: String =
+            line.chars().take((start - 1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         let _ = write!(out, "{pad} | {lead}{}", "^".repeat(width));
         match &d.label {
             Some(l) => {

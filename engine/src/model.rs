@@ -390,8 +390,7 @@ impl Serialize for Duration {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Duration::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {s:?}")))
+        Duration::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid duration {s:?}")))
     }
 }
 
@@ -424,7 +423,8 @@ pub fn pipeline_schema(registry: &crate::kind::Registry) -> serde_json::Value {
             o.insert("description".into(), json!(description));
         }
         let def = format!("With_{}", name.replace('.', "_"));
-        let needs_with = s.get("required").and_then(|r| r.as_array()).is_some_and(|r| !r.is_empty());
+        let needs_with = s.get("required").and_then(|r| r.as_array()).is_some_and(|r| !r.is_empty())
+            || s.get("minProperties").and_then(|m| m.as_u64()).is_some_and(|m| m > 0);
         kind_defs.insert(def.clone(), s);
         names.push(json!(name));
         let mut then = json!({ "properties": { "with": { "$ref": format!("#/$defs/{def}") } } });
@@ -446,10 +446,8 @@ pub fn pipeline_schema(registry: &crate::kind::Registry) -> serde_json::Value {
             defs.insert(k, v);
         }
         if let Some(step) = defs.get_mut("Step").and_then(|s| s.as_object_mut()) {
-            if let Some(uses) = step
-                .get_mut("properties")
-                .and_then(|p| p.get_mut("uses"))
-                .and_then(|u| u.as_object_mut())
+            if let Some(uses) =
+                step.get_mut("properties").and_then(|p| p.get_mut("uses")).and_then(|u| u.as_object_mut())
             {
                 uses.insert("enum".into(), json!(names));
             }

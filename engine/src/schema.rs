@@ -11,17 +11,147 @@ use regex::Regex;
 use serde_json::Value as J;
 use std::collections::HashMap;
 
-/// A compiled schema: the document plus its compiled patterns.
+/// One schema object, compiled: keywords looked up once, `$ref`s resolved to arena indices.
+#[derive(Default)]
+struct SNode {
+    /// `$ref` target when the node is nothing but a reference.
+    ref_only: Option<usize>,
+    types: Option<Vec<String>>,
+    any_of: Vec<usize>,
+    all_of: Vec<usize>,
+    cond: Option<(usize, Option<usize>, Option<usize>)>,
+    konst: Option<J>,
+    enumeration: Option<Vec<J>>,
+    pattern: Option<(String, Regex)>,
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    min_items: Option<usize>,
+    max_items: Option<usize>,
+    min_props: Option<u64>,
+    max_props: Option<u64>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    items: Option<usize>,
+    properties: Vec<(String, usize)>,
+    required: Vec<String>,
+    /// `additionalProperties`: `None` any, `Some(None)` forbidden, `Some(Some(i))` checked by schema `i`.
+    additional: Option<Option<usize>>,
+    property_names: Option<(String, Regex)>,
+    example: Option<J>,
+    is_template: bool,
+}
+
+/// A compiled schema: the document, and its arena of compiled nodes (index 0 is the root).
 pub struct SchemaChecker {
     root: J,
-    patterns: HashMap<String, Regex>,
+    nodes: Vec<SNode>,
+}
+
+struct Compiler<'a> {
+    root: &'a J,
+    nodes: Vec<SNode>,
+    defs: HashMap<String, usize>,
+}
+
+impl Compiler<'_> {
+    fn compile(&mut self, s: &J) -> usize {
+        let idx = self.nodes.len();
+        self.nodes.push(SNode::default());
+        let n = self.node(s);
+        self.nodes[idx] = n;
+        idx
+    }
+
+    fn reference(&mut self, r: &str) -> Option<usize> {
+        let name = r.strip_prefix("#/$defs/")?;
+        if let Some(i) = self.defs.get(name) {
+            return Some(*i);
+        }
+        let target = self.root.get("$defs")?.get(name)?;
+        let idx = self.nodes.len();
+        self.nodes.push(SNode::default());
+        self.defs.insert(name.to_string(), idx);
+        let n = self.node(target);
+        self.nodes[idx] = n;
+        Some(idx)
+    }
+
+    fn regex(p: Option<&J>) -> Option<(String, Regex)> {
+        let p = p?.as_str()?;
+        Regex::new(p).ok().map(|re| (p.to_string(), re))
+    }
+
+    fn node(&mut self, s: &J) -> SNode {
+        let mut n = SNode::default();
+        let Some(o) = s.as_object() else { return n };
+        let usize_of = |k: &str| o.get(k).and_then(J::as_u64).map(|v| v as usize);
+        if let Some(r) = o.get("$ref").and_then(J::as_str) {
+            if let Some(t) = self.reference(r) {
+                let validating =
+                    o.keys().any(|k| !matches!(k.as_str(), "$ref" | "description" | "default" | "examples" | "title"));
+                if validating {
+                    n.all_of.push(t);
+                } else {
+                    n.ref_only = Some(t);
+                }
+            }
+        }
+        n.types = o.get("type").map(|t| type_names(t).into_iter().map(str::to_string).collect());
+        for key in ["anyOf", "oneOf"] {
+            if let Some(a) = o.get(key).and_then(J::as_array) {
+                n.any_of = a.iter().map(|b| self.compile(b)).collect();
+            }
+        }
+        if let Some(a) = o.get("allOf").and_then(J::as_array) {
+            for b in a {
+                let i = self.compile(b);
+                n.all_of.push(i);
+            }
+        }
+        if let Some(c) = o.get("if") {
+            let i = self.compile(c);
+            let t = o.get("then").map(|t| self.compile(t));
+            let e = o.get("else").map(|e| self.compile(e));
+            n.cond = Some((i, t, e));
+        }
+        n.konst = o.get("const").cloned();
+        n.enumeration = o.get("enum").and_then(J::as_array).cloned();
+        n.pattern = Self::regex(o.get("pattern"));
+        n.is_template = n.pattern.as_ref().is_some_and(|(p, _)| p == model::WHOLE_TEMPLATE_PATTERN);
+        n.min_length = usize_of("minLength");
+        n.max_length = usize_of("maxLength");
+        n.min_items = usize_of("minItems");
+        n.max_items = usize_of("maxItems");
+        n.min_props = o.get("minProperties").and_then(J::as_u64);
+        n.max_props = o.get("maxProperties").and_then(J::as_u64);
+        n.minimum = o.get("minimum").and_then(J::as_f64);
+        n.maximum = o.get("maximum").and_then(J::as_f64);
+        n.items = o.get("items").map(|i| self.compile(i));
+        if let Some(props) = o.get("properties").and_then(J::as_object) {
+            n.properties = props.iter().map(|(k, v)| (k.clone(), self.compile(v))).collect();
+        }
+        n.required = o
+            .get("required")
+            .and_then(J::as_array)
+            .map(|r| r.iter().filter_map(J::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        n.additional = match o.get("additionalProperties") {
+            Some(J::Bool(false)) => Some(None),
+            Some(a @ J::Object(_)) => Some(Some(self.compile(a))),
+            _ => None,
+        };
+        n.property_names = Self::regex(o.get("propertyNames").and_then(|p| p.get("pattern")));
+        n.example = o.get("examples").and_then(|e| e.get(0)).cloned();
+        n
+    }
 }
 
 impl SchemaChecker {
     pub fn new(root: J) -> Self {
-        let mut patterns = HashMap::new();
-        collect_patterns(&root, &mut patterns);
-        SchemaChecker { root, patterns }
+        let mut c = Compiler { root: &root, nodes: Vec::new(), defs: HashMap::new() };
+        c.compile(&root);
+        let nodes = c.nodes;
+        SchemaChecker { root, nodes }
     }
 
     pub fn schema(&self) -> &J {
@@ -30,75 +160,78 @@ impl SchemaChecker {
 
     /// Every violation of the schema in `node`.
     pub fn check(&self, node: &Node) -> Vec<Diagnostic> {
-        let mut out = Vec::new();
+        let mut out = Sink { diags: Vec::new(), quick: false, failed: false };
         let mut path = Vec::new();
-        self.walk(&self.root, node, &mut path, &mut out);
-        out
+        self.walk(0, node, &mut path, &mut out);
+        out.diags
     }
 
-    fn resolve<'a>(&'a self, s: &'a J) -> &'a J {
-        let mut s = s;
+    fn deref(&self, mut i: usize) -> &SNode {
         for _ in 0..16 {
-            match s.get("$ref").and_then(J::as_str) {
-                Some(r) => {
-                    let target = r
-                        .strip_prefix("#/$defs/")
-                        .and_then(|name| self.root.get("$defs").and_then(|d| d.get(name)));
-                    match target {
-                        Some(t) => s = t,
-                        None => return s,
-                    }
-                }
-                None => return s,
+            match self.nodes[i].ref_only {
+                Some(t) => i = t,
+                None => break,
             }
         }
-        s
+        &self.nodes[i]
     }
 
-    /// Whether `node` is valid, without collecting messages.
-    fn valid(&self, schema: &J, node: &Node) -> bool {
-        let mut out = Vec::new();
+    fn deref_idx(&self, mut i: usize) -> usize {
+        for _ in 0..16 {
+            match self.nodes[i].ref_only {
+                Some(t) => i = t,
+                None => break,
+            }
+        }
+        i
+    }
+
+    /// Whether `node` is valid, without building messages.
+    fn valid(&self, schema: usize, node: &Node) -> bool {
+        let mut out = Sink { diags: Vec::new(), quick: true, failed: false };
         let mut path = Vec::new();
         self.walk(schema, node, &mut path, &mut out);
-        out.is_empty()
+        !out.failed
     }
 
-    fn walk(&self, schema: &J, node: &Node, path: &mut Vec<PathSeg>, out: &mut Vec<Diagnostic>) {
-        let schema = self.resolve(schema);
-        let Some(obj) = schema.as_object() else { return };
-        if let Some(any) = obj.get("anyOf").or_else(|| obj.get("oneOf")).and_then(J::as_array) {
-            self.any_of(schema, any, node, path, out);
+    fn walk<'n>(&self, schema: usize, node: &'n Node, path: &mut Vec<PathSeg<'n>>, out: &mut Sink) {
+        if out.done() {
+            return;
         }
-        if let Some(types) = obj.get("type") {
+        let s = self.deref(schema);
+        if !s.any_of.is_empty() {
+            self.any_of(&s.any_of, node, path, out);
+        }
+        if let Some(types) = &s.types {
             if !type_matches(types, node) {
-                out.push(self.wrong_type(schema, types, node, path));
+                out.fail(|| self.wrong_type(s, types, node, path));
                 return;
             }
         }
-        if let Some(c) = obj.get("const") {
-            if &node.to_json() != c {
-                out.push(Diagnostic::new(
-                    Code::NotAllowed,
-                    node.span,
-                    format!("{} must be `{}`, found {}", where_(path), show(c), node.describe()),
-                ));
+        if let Some(c) = &s.konst {
+            if !json_eq(node, c) {
+                out.fail(|| {
+                    Diagnostic::new(
+                        Code::NotAllowed,
+                        node.span,
+                        format!("{} must be `{}`, found {}", where_(path), show(c), node.describe()),
+                    )
+                });
                 return;
             }
         }
-        if let Some(allowed) = obj.get("enum").and_then(J::as_array) {
-            let v = node.to_json();
-            if !allowed.contains(&v) {
-                out.push(self.not_allowed(allowed, node, path));
+        if let Some(allowed) = &s.enumeration {
+            if !allowed.iter().any(|a| json_eq(node, a)) {
+                out.fail(|| self.not_allowed(allowed, node, path));
                 return;
             }
         }
         match &node.value {
-            Value::Str(s) => self.string(obj, s, node, path, out),
-            Value::Int(_) | Value::Float(_) => self.number(obj, node, path, out),
+            Value::Str(text) => self.string(s, text, node, path, out),
+            Value::Int(_) | Value::Float(_) => self.number(s, node, path, out),
             Value::Seq(items) => {
-                let n = items.len();
-                self.length(obj, "minItems", "maxItems", n, node, path, out);
-                if let Some(item_schema) = obj.get("items") {
+                self.length(s.min_items, s.max_items, items.len(), node, path, out);
+                if let Some(item_schema) = s.items {
                     for (i, item) in items.iter().enumerate() {
                         path.push(PathSeg::Index(i, item_id(item)));
                         self.walk(item_schema, item, path, out);
@@ -106,92 +239,83 @@ impl SchemaChecker {
                     }
                 }
             }
-            Value::Map(entries) => self.object(obj, entries, node, path, out),
+            Value::Map(entries) => self.object(s, entries, node, path, out),
             _ => {}
         }
-        if let Some(all) = obj.get("allOf").and_then(J::as_array) {
-            for s in all {
-                self.walk(s, node, path, out);
-            }
+        for &a in &s.all_of {
+            self.walk(a, node, path, out);
         }
-        if let Some(cond) = obj.get("if") {
+        if let Some((cond, then, els)) = s.cond {
             if self.valid(cond, node) {
-                if let Some(t) = obj.get("then") {
+                if let Some(t) = then {
                     self.walk(t, node, path, out);
                 }
-            } else if let Some(e) = obj.get("else") {
+            } else if let Some(e) = els {
                 self.walk(e, node, path, out);
             }
         }
     }
 
-    fn any_of(&self, _schema: &J, any: &[J], node: &Node, path: &mut Vec<PathSeg>, out: &mut Vec<Diagnostic>) {
-        let mut branches: Vec<&J> = any.iter().map(|b| self.resolve(b)).collect();
-        if branches.iter().any(|b| self.valid(b, node)) {
+    fn any_of<'n>(&self, any: &[usize], node: &'n Node, path: &mut Vec<PathSeg<'n>>, out: &mut Sink) {
+        let mut branches: Vec<usize> = any.iter().map(|b| self.deref_idx(*b)).collect();
+        if branches.iter().any(|b| self.valid(*b, node)) {
             return;
         }
         // A string that is not a template is judged by the other branches, so the message is about them.
-        let is_template_branch = |b: &&J| b.get("pattern").and_then(J::as_str) == Some(model::WHOLE_TEMPLATE_PATTERN);
-        let template_allowed = branches.iter().any(is_template_branch);
+        let template_allowed = branches.iter().any(|b| self.nodes[*b].is_template);
         if template_allowed && branches.len() > 1 {
-            branches.retain(|b| !is_template_branch(b));
+            branches.retain(|b| !self.nodes[*b].is_template);
         }
         // Report through the branch whose type fits the value, so the message is about the real mistake.
-        let fitting: Vec<&&J> = branches
+        let fitting: Vec<usize> = branches
             .iter()
-            .filter(|b| b.get("type").is_none_or(|t| type_matches(t, node)))
+            .copied()
+            .filter(|b| self.nodes[*b].types.as_ref().is_none_or(|t| type_matches(t, node)))
             .collect();
         if let [only] = fitting.as_slice() {
-            self.walk(only, node, path, out);
+            self.walk(*only, node, path, out);
             return;
         }
         let mut expected: Vec<&str> = Vec::new();
         for b in &branches {
-            if let Some(t) = b.get("type") {
-                for name in type_names(t) {
-                    if !expected.contains(&name) {
-                        expected.push(name);
-                    }
+            for name in self.nodes[*b].types.iter().flatten() {
+                if !expected.contains(&name.as_str()) {
+                    expected.push(name);
                 }
             }
         }
-        let mut what = if expected.is_empty() {
-            "a valid value".to_string()
-        } else {
-            article_list(&expected)
-        };
+        let mut what = if expected.is_empty() { "a valid value".to_string() } else { article_list(&expected) };
         if template_allowed {
             what.push_str(" or a template `{{ ... }}`");
         }
-        out.push(
+        out.fail(|| {
             Diagnostic::new(
                 Code::WrongType,
                 node.span,
                 format!("{} must be {what}, found {}", where_(path), node.describe()),
             )
-            .label(format!("expected {what}")),
-        );
+            .label(format!("expected {what}"))
+        });
     }
 
-    fn string(&self, obj: &serde_json::Map<String, J>, s: &str, node: &Node, path: &[PathSeg], out: &mut Vec<Diagnostic>) {
-        let len = s.chars().count();
-        self.length(obj, "minLength", "maxLength", len, node, path, out);
-        if let Some(p) = obj.get("pattern").and_then(J::as_str) {
-            let ok = self.patterns.get(p).is_none_or(|re| re.is_match(s));
-            if !ok {
-                out.push(pattern_error(p, node, path));
+    fn string(&self, s: &SNode, text: &str, node: &Node, path: &[PathSeg<'_>], out: &mut Sink) {
+        if s.min_length.is_some() || s.max_length.is_some() {
+            self.length(s.min_length, s.max_length, text.chars().count(), node, path, out);
+        }
+        if let Some((p, re)) = &s.pattern {
+            if !re.is_match(text) {
+                out.fail(|| pattern_error(p, node, path));
             }
         }
     }
 
-    fn number(&self, obj: &serde_json::Map<String, J>, node: &Node, path: &[PathSeg], out: &mut Vec<Diagnostic>) {
+    fn number(&self, s: &SNode, node: &Node, path: &[PathSeg<'_>], out: &mut Sink) {
         let v = match node.value {
             Value::Int(i) => i as f64,
             Value::Float(f) => f,
             _ => return,
         };
-        let min = obj.get("minimum").and_then(J::as_f64);
-        let max = obj.get("maximum").and_then(J::as_f64);
+        let (min, max) = (s.minimum, s.maximum);
         let bad = min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m);
         if bad {
             let range = match (min, max) {
@@ -201,30 +325,26 @@ impl SchemaChecker {
                 (None, Some(b)) => format!("at most {b}"),
                 _ => String::new(),
             };
-            out.push(
+            out.fail(|| {
                 Diagnostic::new(
                     Code::OutOfRange,
                     node.span,
                     format!("{} must be {range}, found {}", where_(path), node.describe()),
                 )
-                .label(format!("expected {range}")),
-            );
+                .label(format!("expected {range}"))
+            });
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn length(
         &self,
-        obj: &serde_json::Map<String, J>,
-        min_key: &str,
-        max_key: &str,
+        min: Option<usize>,
+        max: Option<usize>,
         n: usize,
         node: &Node,
-        path: &[PathSeg],
-        out: &mut Vec<Diagnostic>,
+        path: &[PathSeg<'_>],
+        out: &mut Sink,
     ) {
-        let min = obj.get(min_key).and_then(J::as_u64).map(|m| m as usize);
-        let max = obj.get(max_key).and_then(J::as_u64).map(|m| m as usize);
         let noun = match &node.value {
             Value::Str(_) => "characters",
             Value::Map(_) => "keys",
@@ -236,34 +356,32 @@ impl SchemaChecker {
             } else {
                 format!("{} must have at least {m} {noun}, found {n}", where_(path))
             };
-            out.push(Diagnostic::new(Code::BadLength, node.span, msg));
+            out.fail(|| Diagnostic::new(Code::BadLength, node.span, msg));
         }
         if let Some(m) = max.filter(|m| n > *m) {
-            let is_steps = matches!(path, [PathSeg::Key(k)] if k == "steps");
+            let is_steps = matches!(path, [PathSeg::Key("steps")]);
             let code = if is_steps { Code::TooManySteps } else { Code::BadLength };
-            out.push(
+            out.fail(|| {
                 Diagnostic::new(code, node.span, format!("{} has {n} {noun}; at most {m} are allowed", where_(path)))
                     .hint(if is_steps {
                         "split the pipeline and connect the parts with `emit` and `event` triggers"
                     } else {
                         "shorten it"
-                    }),
-            );
+                    })
+            });
         }
     }
 
-    fn object(
+    fn object<'n>(
         &self,
-        obj: &serde_json::Map<String, J>,
-        entries: &[(crate::yaml::Key, Node)],
-        node: &Node,
-        path: &mut Vec<PathSeg>,
-        out: &mut Vec<Diagnostic>,
+        s: &SNode,
+        entries: &'n [(crate::yaml::Key, Node)],
+        node: &'n Node,
+        path: &mut Vec<PathSeg<'n>>,
+        out: &mut Sink,
     ) {
-        let props = obj.get("properties").and_then(J::as_object);
-        let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
-        let min = obj.get("minProperties").and_then(J::as_u64);
-        let max = obj.get("maxProperties").and_then(J::as_u64);
+        let known: Vec<&str> = s.properties.iter().map(|(k, _)| k.as_str()).collect();
+        let (min, max) = (s.min_props, s.max_props);
         let exactly_one = min == Some(1) && max == Some(1);
         if exactly_one && entries.len() != 1 {
             let msg = if entries.is_empty() {
@@ -272,94 +390,90 @@ impl SchemaChecker {
                 let names: Vec<&str> = entries.iter().map(|(k, _)| k.name.as_str()).collect();
                 format!("{} has the keys {}; it must have exactly one", where_(path), crate::diag::all_of(&names))
             };
-            out.push(
-                Diagnostic::new(Code::BadLength, node.span, msg)
-                    .hint("write each one as its own list item, e.g. `- webhook: {...}` and `- manual: {}`"),
-            );
+            let hint = if known.contains(&"webhook") {
+                "write each trigger as its own list item, e.g. `- webhook: {...}` and `- manual: {}`".to_string()
+            } else {
+                format!("keep exactly one of {}", one_of(&known))
+            };
+            out.fail(|| Diagnostic::new(Code::BadLength, node.span, msg).hint(hint));
         } else {
             if let Some(m) = min.filter(|m| (entries.len() as u64) < *m) {
-                out.push(Diagnostic::new(
-                    Code::BadLength,
-                    node.span,
-                    format!("{} must have at least {m} keys", where_(path)),
-                ));
+                out.fail(|| {
+                    Diagnostic::new(Code::BadLength, node.span, format!("{} must have at least {m} keys", where_(path)))
+                });
             }
             if let Some(m) = max.filter(|m| (entries.len() as u64) > *m) {
-                out.push(Diagnostic::new(
-                    Code::BadLength,
-                    node.span,
-                    format!("{} may have at most {m} keys", where_(path)),
-                ));
+                out.fail(|| {
+                    Diagnostic::new(Code::BadLength, node.span, format!("{} may have at most {m} keys", where_(path)))
+                });
             }
         }
-        if let Some(req) = obj.get("required").and_then(J::as_array) {
-            for r in req.iter().filter_map(J::as_str) {
-                if !entries.iter().any(|(k, _)| k.name == r) {
-                    let at = Span { start: node.span.start, end: node.span.start };
-                    let example = props
-                        .and_then(|p| p.get(r))
-                        .map(|s| self.resolve(s))
-                        .and_then(|s| s.get("examples"))
-                        .and_then(|e| e.get(0))
-                        .map(|e| format!("`{r}: {}`", show(e)))
-                        .unwrap_or_else(|| format!("`{r}:`"));
-                    out.push(
-                        Diagnostic::new(
-                            Code::MissingField,
-                            at,
-                            format!("{} is missing the required key `{r}`", where_or_file(path)),
-                        )
-                        .label(format!("add `{r}` here"))
-                        .hint(format!("add {example}")),
-                    );
-                }
+        for r in &s.required {
+            if !entries.iter().any(|(k, _)| &k.name == r) {
+                let at = Span { start: node.span.start, end: node.span.start };
+                let example = s
+                    .properties
+                    .iter()
+                    .find(|(k, _)| k == r)
+                    .and_then(|(_, i)| self.deref(*i).example.as_ref())
+                    .map(|e| format!("`{r}: {}`", show(e)))
+                    .unwrap_or_else(|| format!("`{r}:`"));
+                out.fail(|| {
+                    Diagnostic::new(
+                        Code::MissingField,
+                        at,
+                        format!("{} is missing the required key `{r}`", where_(path)),
+                    )
+                    .label(format!("add `{r}` here"))
+                    .hint(format!("add {example}"))
+                });
             }
         }
-        let pattern_props = obj.get("propertyNames").and_then(|p| p.get("pattern")).and_then(J::as_str);
         for (k, v) in entries {
-            if let Some(p) = pattern_props {
-                if self.patterns.get(p).is_some_and(|re| !re.is_match(&k.name)) {
-                    let key_node = Node { value: Value::Str(k.name.clone()), span: k.span, style: crate::yaml::Style::Plain };
-                    path.push(PathSeg::Key(k.name.clone()));
-                    out.push(pattern_error(p, &key_node, path));
+            if let Some((p, re)) = &s.property_names {
+                if !re.is_match(&k.name) {
+                    let key_node =
+                        Node { value: Value::Str(k.name.clone()), span: k.span, style: crate::yaml::Style::Plain };
+                    path.push(PathSeg::Key(&k.name));
+                    out.fail(|| pattern_error(p, &key_node, path));
                     path.pop();
                 }
             }
-            match props.and_then(|p| p.get(&k.name)) {
-                Some(s) => {
-                    path.push(PathSeg::Key(k.name.clone()));
-                    self.walk(s, v, path, out);
+            match s.properties.iter().find(|(name, _)| name == &k.name) {
+                Some((_, i)) => {
+                    path.push(PathSeg::Key(&k.name));
+                    self.walk(*i, v, path, out);
                     path.pop();
                 }
-                None => match obj.get("additionalProperties") {
-                    Some(J::Bool(false)) => {
-                        let mut d = Diagnostic::new(
+                None => match s.additional {
+                    Some(None) => {
+                        let d = Diagnostic::new(
                             Code::UnknownField,
                             k.span,
-                            format!("unknown key `{}` in {}", k.name, where_or_file(path)),
+                            format!("unknown key `{}` in {}", k.name, where_(path)),
                         );
-                        d = match suggest(&k.name, known.iter().copied()) {
-                            Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!(
-                                "did you mean `{s}`? the keys allowed here are {}",
-                                one_of(&known)
-                            )),
-                            None => d.label("unknown key").hint(format!("the keys allowed here are {}", one_of(&known))),
-                        };
-                        out.push(d);
+                        out.fail(|| match suggest(&k.name, known.iter().copied()) {
+                            Some(sg) => d
+                                .label(format!("did you mean `{sg}`?"))
+                                .hint(format!("did you mean `{sg}`? the keys allowed here are {}", one_of(&known))),
+                            None => {
+                                d.label("unknown key").hint(format!("the keys allowed here are {}", one_of(&known)))
+                            }
+                        });
                     }
-                    Some(s @ J::Object(_)) => {
-                        path.push(PathSeg::Key(k.name.clone()));
-                        self.walk(s, v, path, out);
+                    Some(Some(i)) => {
+                        path.push(PathSeg::Key(&k.name));
+                        self.walk(i, v, path, out);
                         path.pop();
                     }
-                    _ => {}
+                    None => {}
                 },
             }
         }
     }
 
-    fn wrong_type(&self, schema: &J, types: &J, node: &Node, path: &[PathSeg]) -> Diagnostic {
-        let names = type_names(types);
+    fn wrong_type(&self, s: &SNode, types: &[String], node: &Node, path: &[PathSeg<'_>]) -> Diagnostic {
+        let names: Vec<&str> = types.iter().map(String::as_str).collect();
         let what = article_list(&names);
         let mut d = Diagnostic::new(
             Code::WrongType,
@@ -367,7 +481,7 @@ impl SchemaChecker {
             format!("{} must be {what}, found {}", where_(path), node.describe()),
         )
         .label(format!("expected {what}"));
-        if let Some(ex) = schema.get("examples").and_then(|e| e.get(0)) {
+        if let Some(ex) = &s.example {
             d = d.hint(format!("for example `{}`", show(ex)));
         } else if matches!(node.value, Value::Map(_)) && names == ["string"] {
             d = d.hint("if this is meant to be a template, quote it: \"{{ ... }}\"");
@@ -375,10 +489,10 @@ impl SchemaChecker {
         d
     }
 
-    fn not_allowed(&self, allowed: &[J], node: &Node, path: &[PathSeg]) -> Diagnostic {
+    fn not_allowed(&self, allowed: &[J], node: &Node, path: &[PathSeg<'_>]) -> Diagnostic {
         let names: Vec<String> = allowed.iter().map(show).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let is_uses = matches!(path.last(), Some(PathSeg::Key(k)) if k == "uses");
+        let is_uses = matches!(path.last(), Some(PathSeg::Key("uses")));
         let code = if is_uses { Code::UnknownUses } else { Code::NotAllowed };
         let found = node.describe();
         let mut d = Diagnostic::new(
@@ -392,14 +506,16 @@ impl SchemaChecker {
         );
         let near = node.as_str().and_then(|s| suggest(s, refs.iter().copied()));
         d = match near {
-            Some(n) => d.label(format!("did you mean `{n}`?")).hint(format!("did you mean `{n}`? known: {}", refs.join(", "))),
-            None => d.hint(format!("use one of: {}", refs.join(", "))),
+            Some(n) => {
+                d.label(format!("did you mean `{n}`?")).hint(format!("did you mean `{n}`? known: {}", refs.join(", ")))
+            }
+            None => d.label("not allowed").hint(format!("use one of: {}", refs.join(", "))),
         };
         d
     }
 }
 
-fn pattern_error(p: &str, node: &Node, path: &[PathSeg]) -> Diagnostic {
+fn pattern_error(p: &str, node: &Node, path: &[PathSeg<'_>]) -> Diagnostic {
     let (code, what, hint) = match p {
         model::DURATION_PATTERN => (
             Code::BadDuration,
@@ -411,12 +527,14 @@ fn pattern_error(p: &str, node: &Node, path: &[PathSeg]) -> Diagnostic {
             "a step id",
             "step ids are lowercase letters, digits and `_`, starting with a letter or `_`, e.g. `fetch_orders`",
         ),
-        model::NAME_PATTERN => (
+        model::NAME_PATTERN => {
+            (Code::BadFormat, "a pipeline name", "names are lowercase letters, digits and `-`, e.g. `signup-to-crm`")
+        }
+        model::VAR_PATTERN => (
             Code::BadFormat,
-            "a pipeline name",
-            "names are lowercase letters, digits and `-`, e.g. `signup-to-crm`",
+            "a var name",
+            "var names are ASCII letters, digits and `_`, not starting with a digit, e.g. `crm_base`",
         ),
-        model::VAR_PATTERN => (Code::BadFormat, "a var name", "var names are letters, digits and `_`, e.g. `crm_base`"),
         model::WEBHOOK_PATH_PATTERN => (
             Code::BadFormat,
             "a webhook path",
@@ -425,30 +543,9 @@ fn pattern_error(p: &str, node: &Node, path: &[PathSeg]) -> Diagnostic {
         model::EVENT_TYPE_PATTERN => (Code::BadFormat, "an event type", "event types look like `user.created`"),
         _ => (Code::BadFormat, "a valid value", "see `sluice schema` for the expected form"),
     };
-    Diagnostic::new(
-        code,
-        node.span,
-        format!("{} must be {what}, found {}", where_(path), node.describe()),
-    )
-    .label(format!("not {what}"))
-    .hint(hint)
-}
-
-fn collect_patterns(s: &J, out: &mut HashMap<String, Regex>) {
-    match s {
-        J::Object(o) => {
-            if let Some(p) = o.get("pattern").and_then(J::as_str) {
-                if let Ok(re) = Regex::new(p) {
-                    out.insert(p.to_string(), re);
-                }
-            }
-            for v in o.values() {
-                collect_patterns(v, out);
-            }
-        }
-        J::Array(a) => a.iter().for_each(|v| collect_patterns(v, out)),
-        _ => {}
-    }
+    Diagnostic::new(code, node.span, format!("{} must be {what}, found {}", where_(path), node.describe()))
+        .label(format!("not {what}"))
+        .hint(hint)
 }
 
 fn type_names(t: &J) -> Vec<&str> {
@@ -459,8 +556,8 @@ fn type_names(t: &J) -> Vec<&str> {
     }
 }
 
-fn type_matches(t: &J, node: &Node) -> bool {
-    type_names(t).iter().any(|name| match (*name, &node.value) {
+fn type_matches(t: &[String], node: &Node) -> bool {
+    t.iter().any(|name| match (name.as_str(), &node.value) {
         ("null", Value::Null) => true,
         ("boolean", Value::Bool(_)) => true,
         ("string", Value::Str(_)) => true,
@@ -502,20 +599,52 @@ fn show(v: &J) -> String {
     }
 }
 
-/// A step of the path to a value, for messages.
-#[derive(Debug, Clone)]
-pub enum PathSeg {
-    Key(String),
-    /// A list index, with the item's `id` when it has one.
-    Index(usize, Option<String>),
+/// Where diagnostics go; in quick mode only whether there was one, with no message built.
+struct Sink {
+    diags: Vec<Diagnostic>,
+    quick: bool,
+    failed: bool,
 }
 
-fn item_id(n: &Node) -> Option<String> {
-    n.get("id").and_then(Node::as_str).map(str::to_string)
+impl Sink {
+    fn fail(&mut self, d: impl FnOnce() -> Diagnostic) {
+        self.failed = true;
+        if !self.quick {
+            self.diags.push(d());
+        }
+    }
+    fn done(&self) -> bool {
+        self.quick && self.failed
+    }
+}
+
+/// Whether a tree value equals a JSON value, without building the JSON.
+fn json_eq(n: &Node, j: &J) -> bool {
+    match (&n.value, j) {
+        (Value::Null, J::Null) => true,
+        (Value::Bool(a), J::Bool(b)) => a == b,
+        (Value::Str(a), J::String(b)) => a == b,
+        (Value::Int(a), J::Number(b)) => b.as_i64() == Some(*a) || b.as_f64() == Some(*a as f64),
+        (Value::Float(a), J::Number(b)) => b.as_f64() == Some(*a),
+        (Value::Seq(_) | Value::Map(_), J::Array(_) | J::Object(_)) => &n.to_json() == j,
+        _ => false,
+    }
+}
+
+/// A step of the path to a value, for messages.
+#[derive(Debug, Clone, Copy)]
+pub enum PathSeg<'a> {
+    Key(&'a str),
+    /// A list index, with the item's `id` when it has one.
+    Index(usize, Option<&'a str>),
+}
+
+fn item_id(n: &Node) -> Option<&str> {
+    n.get("id").and_then(Node::as_str)
 }
 
 /// `steps.fetch.retry.max_attempts` (by step id where there is one) or `triggers[0].webhook.path`.
-pub fn display_path(path: &[PathSeg]) -> String {
+pub fn display_path(path: &[PathSeg<'_>]) -> String {
     let mut s = String::new();
     for seg in path {
         match seg {
@@ -535,14 +664,10 @@ pub fn display_path(path: &[PathSeg]) -> String {
     s
 }
 
-fn where_(path: &[PathSeg]) -> String {
+fn where_(path: &[PathSeg<'_>]) -> String {
     if path.is_empty() {
         "the pipeline".into()
     } else {
         format!("`{}`", display_path(path))
     }
-}
-
-fn where_or_file(path: &[PathSeg]) -> String {
-    where_(path)
 }

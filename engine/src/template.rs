@@ -84,6 +84,8 @@ pub struct Analysis {
     pub calls: Vec<Call>,
     /// Statements pipelines do not allow, with their position.
     pub unsupported: Vec<(&'static str, usize, usize)>,
+    /// Method calls (`x.split(' ')`), which the template engine does not provide.
+    pub methods: Vec<Call>,
 }
 
 /// A template that does not parse.
@@ -313,15 +315,14 @@ impl Walker<'_> {
                 match &c.expr {
                     Expr::Var(v) if !self.is_local(v.id) => {
                         let (offset, len) = self.pos(v.span());
-                        self.out.calls.push(Call {
-                            kind: CallKind::Function,
-                            name: v.id.to_string(),
-                            offset,
-                            len,
-                        });
+                        self.out.calls.push(Call { kind: CallKind::Function, name: v.id.to_string(), offset, len });
                     }
-                    // A method call: what matters is the object it is called on.
-                    Expr::GetAttr(g) => self.expr(&g.expr),
+                    // A method call: not available; what it is called on is still read.
+                    Expr::GetAttr(g) => {
+                        let (offset, len) = self.pos(c.span());
+                        self.out.methods.push(Call { kind: CallKind::Function, name: g.name.to_string(), offset, len });
+                        self.expr(&g.expr);
+                    }
                     other => self.expr(other),
                 }
                 self.call_args(&c.args);
@@ -545,7 +546,10 @@ impl Renderer {
                 let ctx = minijinja::context! { __sluice_now => "2026-01-01T00:00:00Z" };
                 match self.env.render_str(&probe, ctx) {
                     Ok(_) => false,
-                    Err(e) => matches!(e.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction),
+                    Err(e) => matches!(
+                        e.kind(),
+                        ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+                    ),
                 }
             }
         };
@@ -587,7 +591,8 @@ impl Renderer {
                     message: missing_path(expr, scope.json(), true).unwrap_or_else(|| format!("`{expr}` is undefined")),
                 });
             }
-            let j = serde_json::to_value(&v).map_err(|e| RenderError { message: format!("template value cannot be used as JSON: {e}") })?;
+            let j = serde_json::to_value(&v)
+                .map_err(|e| RenderError { message: format!("template value cannot be used as JSON: {e}") })?;
             if serde_json::to_string(&j).map_or(0, |s| s.len()) > MAX_OUTPUT {
                 return Err(RenderError { message: format!("template output is larger than {MAX_OUTPUT} bytes") });
             }
@@ -605,11 +610,13 @@ impl Renderer {
         Ok(match v {
             J::String(s) => self.render(s, scope, amb)?,
             J::Array(a) => J::Array(a.iter().map(|x| self.render_tree(x, scope, amb)).collect::<Result<_, _>>()?),
-            J::Object(o) => J::Object(
-                o.iter()
-                    .map(|(k, x)| Ok((k.clone(), self.render_tree(x, scope, amb)?)))
-                    .collect::<Result<_, RenderError>>()?,
-            ),
+            J::Object(o) => {
+                J::Object(o.iter().map(|(k, x)| Ok((k.clone(), self.render_tree(x, scope, amb)?))).collect::<Result<
+                    _,
+                    RenderError,
+                >>(
+                )?)
+            }
             other => other.clone(),
         })
     }
@@ -736,7 +743,9 @@ mod tests {
         let e = r.render("{{ trigger.body.user_id }}", &scope(), &amb()).err().map(|e| e.message);
         assert_eq!(
             e.as_deref(),
-            Some("`trigger.body.user_id` is undefined: `trigger.body` has no key `user_id` (it has `plan`, `tags`, `n`)")
+            Some(
+                "`trigger.body.user_id` is undefined: `trigger.body` has no key `user_id` (it has `plan`, `tags`, `n`)"
+            )
         );
         let e = r.render("id={{ steps.nope.output }}", &scope(), &amb()).err().map(|e| e.message);
         assert!(e.unwrap_or_default().contains("`steps.nope` is undefined"));

@@ -90,8 +90,9 @@ impl Validator {
         let Some(root) = parsed.root else {
             if c.diags.is_empty() {
                 c.diags.push(
-                    Diagnostic::new(Code::MissingField, Span::point(first_pos()), "the file is empty")
-                        .hint("a pipeline needs at least `version`, `name`, `triggers` and `steps`; see `sluice schema`"),
+                    Diagnostic::new(Code::MissingField, Span::point(first_pos()), "the file is empty").hint(
+                        "a pipeline needs at least `version`, `name`, `triggers` and `steps`; see `sluice schema`",
+                    ),
                 );
             }
             return finish(c, file);
@@ -132,7 +133,10 @@ impl Validator {
                         let mut d = Diagnostic::new(
                             Code::DuplicateWebhookPath,
                             span,
-                            format!("the webhook path `{path}` is also used by {other}:{}:{}", osp.start.line, osp.start.col),
+                            format!(
+                                "the webhook path `{path}` is also used by {other}:{}:{}",
+                                osp.start.line, osp.start.col
+                            ),
                         )
                         .label("used twice in this tenant")
                         .hint("each webhook path may start one pipeline; rename one of them");
@@ -168,7 +172,7 @@ impl Validator {
                 );
             }
         }
-        self.triggers(p, root, c);
+        let mut vars_read = self.triggers(p, root, c);
         let out = &mut c.diags;
 
         // Step ids: unique over steps and on_failure.
@@ -189,7 +193,6 @@ impl Validator {
         let main_ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
         let fail_ids: Vec<&str> = p.on_failure.iter().map(|s| s.id.as_str()).collect();
 
-        let mut vars_read: BTreeSet<String> = BTreeSet::new();
         for (s, node, on_failure) in &all {
             // needs
             let same_side: &[&str] = if *on_failure { &fail_ids } else { &main_ids };
@@ -197,7 +200,10 @@ impl Validator {
             for (i, need) in s.needs.iter().enumerate() {
                 let sp = node.at(&[Seg::Key("needs"), Seg::Index(i)]).map_or(node.span, |n| n.span);
                 if !seen_needs.insert(need) {
-                    out.push(Diagnostic::new(Code::RedundantNeed, sp, format!("`{need}` is listed twice in `needs`")).hint("remove the second one"));
+                    out.push(
+                        Diagnostic::new(Code::RedundantNeed, sp, format!("`{need}` is listed twice in `needs`"))
+                            .hint("remove the second one"),
+                    );
                     continue;
                 }
                 if !same_side.contains(&need.as_str()) {
@@ -208,16 +214,41 @@ impl Validator {
                         } else {
                             "`on_failure` steps run only after the run failed, so a main step cannot need one"
                         };
-                        Diagnostic::new(Code::UnknownNeed, sp, format!("`needs` names `{need}`, which is on the other side of `on_failure`"))
-                            .hint(why)
+                        Diagnostic::new(
+                            Code::UnknownNeed,
+                            sp,
+                            format!("`needs` names `{need}`, which is on the other side of `on_failure`"),
+                        )
+                        .hint(why)
                     } else {
-                        let d = Diagnostic::new(Code::UnknownNeed, sp, format!("`needs` names `{need}`, which is not a step of this pipeline"));
+                        let d = Diagnostic::new(
+                            Code::UnknownNeed,
+                            sp,
+                            format!("`needs` names `{need}`, which is not a step of this pipeline"),
+                        );
                         match suggest(need, same_side.iter().copied()) {
-                            Some(n) => d.label(format!("did you mean `{n}`?")).hint(format!("did you mean `{n}`? steps: {}", same_side.join(", "))),
+                            Some(n) => d
+                                .label(format!("did you mean `{n}`?"))
+                                .hint(format!("did you mean `{n}`? steps: {}", same_side.join(", "))),
                             None => d.label("unknown step").hint(format!("steps: {}", same_side.join(", "))),
                         }
                     };
                     out.push(d);
+                }
+            }
+            // retry_on naming classes that are never retried
+            if let Some(list) = node.get("retry").and_then(|r| r.get("retry_on")) {
+                for item in list.as_seq() {
+                    if let Some(cls @ ("template" | "config")) = item.as_str() {
+                        out.push(
+                            Diagnostic::new(
+                                Code::NeverRetried,
+                                item.span,
+                                format!("`{cls}` errors are never retried; listing them in `retry_on` has no effect"),
+                            )
+                            .hint("a template or configuration error fails the same way on every attempt; remove it"),
+                        );
+                    }
                 }
             }
             // concurrency without for_each
@@ -230,7 +261,8 @@ impl Validator {
             }
             // templates
             let mut reads: BTreeSet<String> = BTreeSet::new();
-            let with_place = Place { step: Some(s), on_failure: *on_failure, item: s.for_each.is_some(), trigger_setting: false };
+            let with_place =
+                Place { step: Some(s), on_failure: *on_failure, item: s.for_each.is_some(), trigger_setting: false };
             let step_place = Place { item: false, ..with_place };
             if let Some(w) = node.get("with") {
                 let kind = self.registry.get(&s.uses);
@@ -253,8 +285,12 @@ impl Validator {
             if let (Some(ForEach::Template(t)), Some(n)) = (&s.for_each, node.get("for_each")) {
                 if template::whole_expression(t).is_none() {
                     out.push(
-                        Diagnostic::new(Code::WrongType, n.span, "`for_each` must be a list, or a template that is exactly one `{{ expression }}`")
-                            .hint("write e.g. `for_each: \"{{ steps.fetch.output.body.items }}\"`"),
+                        Diagnostic::new(
+                            Code::WrongType,
+                            n.span,
+                            "`for_each` must be a list, or a template that is exactly one `{{ expression }}`",
+                        )
+                        .hint("write e.g. `for_each: \"{{ steps.fetch.output.body.items }}\"`"),
                     );
                 } else {
                     self.template(t, n, step_place, p, &mut reads, &mut vars_read, out);
@@ -262,7 +298,11 @@ impl Validator {
             }
             if let (Some(ForEach::List(items)), Some(n)) = (&s.for_each, node.get("for_each")) {
                 if items.len() > 10_000 {
-                    out.push(Diagnostic::new(Code::BadLength, n.span, format!("`for_each` has {} items; at most 10000 are allowed", items.len())));
+                    out.push(Diagnostic::new(
+                        Code::BadLength,
+                        n.span,
+                        format!("`for_each` has {} items; at most 10000 are allowed", items.len()),
+                    ));
                 }
             }
             c.reads.insert(s.id.clone(), reads);
@@ -283,7 +323,12 @@ impl Validator {
         if let Some(cycle) = find_cycle(&p.steps, &deps).or_else(|| find_cycle(&p.on_failure, &deps)) {
             let node = all.iter().find(|(s, _, _)| s.id == cycle[0]).map(|(_, n, _)| *n);
             let sp = node.and_then(|n| n.get("id")).map_or(root.span, |n| n.span);
-            let shown = cycle.iter().chain(std::iter::once(&cycle[0])).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" -> ");
+            let shown = cycle
+                .iter()
+                .chain(std::iter::once(&cycle[0]))
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(" -> ");
             c.diags.push(
                 Diagnostic::new(Code::Cycle, sp, format!("steps depend on each other in a cycle: {shown}"))
                     .label("part of a cycle")
@@ -292,7 +337,8 @@ impl Validator {
         }
     }
 
-    fn triggers(&self, p: &Pipeline, root: &Node, c: &mut Checked) {
+    /// Checks the triggers; answers the vars their settings read.
+    fn triggers(&self, p: &Pipeline, root: &Node, c: &mut Checked) -> BTreeSet<String> {
         let mut manual_seen = false;
         let mut vars_read = BTreeSet::new();
         let mut reads = BTreeSet::new();
@@ -305,16 +351,24 @@ impl Validator {
                     let sp = inner.get("path").map_or(inner.span, |n| n.span);
                     if c.webhook_paths.iter().any(|(x, _)| x == &w.path) {
                         c.diags.push(
-                            Diagnostic::new(Code::DuplicateWebhookPath, sp, format!("the webhook path `{}` is used twice in this pipeline", w.path))
-                                .hint("keep one webhook trigger per path"),
+                            Diagnostic::new(
+                                Code::DuplicateWebhookPath,
+                                sp,
+                                format!("the webhook path `{}` is used twice in this pipeline", w.path),
+                            )
+                            .hint("keep one webhook trigger per path"),
                         );
                     } else {
                         c.webhook_paths.push((w.path.clone(), sp));
                     }
                     match (&w.verify, inner.get("verify")) {
                         (None, _) => c.diags.push(
-                            Diagnostic::new(Code::UnverifiedWebhook, tn.key_span("webhook").unwrap_or(tn.span), format!("the webhook `{}` accepts unsigned requests from anyone", w.path))
-                                .hint("add `verify: { scheme: standard-webhooks, secret: \"{{ secrets.NAME }}\" }`"),
+                            Diagnostic::new(
+                                Code::UnverifiedWebhook,
+                                tn.key_span("webhook").unwrap_or(tn.span),
+                                format!("the webhook `{}` accepts unsigned requests from anyone", w.path),
+                            )
+                            .hint("add `verify: { scheme: standard-webhooks, secret: \"{{ secrets.NAME }}\" }`"),
                         ),
                         (Some(v), Some(vn)) => {
                             if let Some(sn) = vn.get("secret") {
@@ -337,38 +391,70 @@ impl Validator {
                     if let (Some(tz), Some(n)) = (&s.timezone, inner.get("timezone")) {
                         if tz.parse::<chrono_tz::Tz>().is_err() {
                             let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
-                            let d = Diagnostic::new(Code::BadTimezone, n.span, format!("`{tz}` is not an IANA time zone"));
+                            let d =
+                                Diagnostic::new(Code::BadTimezone, n.span, format!("`{tz}` is not an IANA time zone"));
                             c.diags.push(match suggest(tz, names) {
-                                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{s}`? use an IANA name such as `Europe/Berlin` or `UTC`")),
-                                None => d.label("unknown time zone").hint("use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`"),
+                                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!(
+                                    "did you mean `{s}`? use an IANA name such as `Europe/Berlin` or `UTC`"
+                                )),
+                                None => d
+                                    .label("unknown time zone")
+                                    .hint("use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`"),
                             });
                         }
                     }
                 }
                 Trigger::Manual(_) => {
                     if manual_seen {
-                        c.diags.push(Diagnostic::new(Code::DuplicateTrigger, tn.span, "a pipeline has at most one `manual` trigger").hint("remove this one"));
+                        c.diags.push(
+                            Diagnostic::new(
+                                Code::DuplicateTrigger,
+                                tn.span,
+                                "a pipeline has at most one `manual` trigger",
+                            )
+                            .hint("remove this one"),
+                        );
                     }
                     manual_seen = true;
                 }
                 Trigger::Event(_) => {}
             }
         }
+        vars_read
     }
 
     /// Every template string of a `with` tree.
     #[allow(clippy::too_many_arguments)]
-    fn templates_in(&self, n: &Node, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>, out: &mut Vec<Diagnostic>) {
+    fn templates_in(
+        &self,
+        n: &Node,
+        place: Place<'_>,
+        p: &Pipeline,
+        reads: &mut BTreeSet<String>,
+        vars_read: &mut BTreeSet<String>,
+        out: &mut Vec<Diagnostic>,
+    ) {
         match &n.value {
             Value::Str(s) => self.template(s, n, place, p, reads, vars_read, out),
             Value::Seq(items) => items.iter().for_each(|i| self.templates_in(i, place, p, reads, vars_read, out)),
-            Value::Map(entries) => entries.iter().for_each(|(_, v)| self.templates_in(v, place, p, reads, vars_read, out)),
+            Value::Map(entries) => {
+                entries.iter().for_each(|(_, v)| self.templates_in(v, place, p, reads, vars_read, out))
+            }
             _ => {}
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn condition(&self, src: &str, n: &Node, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>, out: &mut Vec<Diagnostic>) {
+    fn condition(
+        &self,
+        src: &str,
+        n: &Node,
+        place: Place<'_>,
+        p: &Pipeline,
+        reads: &mut BTreeSet<String>,
+        vars_read: &mut BTreeSet<String>,
+        out: &mut Vec<Diagnostic>,
+    ) {
         if template::has_template(src) {
             match template::whole_expression(src) {
                 Some(_) => self.template(src, n, place, p, reads, vars_read, out),
@@ -383,7 +469,16 @@ impl Validator {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn template(&self, src: &str, n: &Node, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>, out: &mut Vec<Diagnostic>) {
+    fn template(
+        &self,
+        src: &str,
+        n: &Node,
+        place: Place<'_>,
+        p: &Pipeline,
+        reads: &mut BTreeSet<String>,
+        vars_read: &mut BTreeSet<String>,
+        out: &mut Vec<Diagnostic>,
+    ) {
         if !template::has_template(src) {
             return;
         }
@@ -406,15 +501,37 @@ impl Validator {
             Ok(a) => a,
             Err(e) => {
                 out.push(
-                    Diagnostic::new(Code::TemplateSyntax, n.str_span(shift + e.offset, e.len), format!("template syntax error: {}", e.message))
-                        .label("here")
-                        .hint("templates use minijinja syntax: `{{ expression }}`, `{% if ... %}...{% endif %}`"),
+                    Diagnostic::new(
+                        Code::TemplateSyntax,
+                        n.str_span(shift + e.offset, e.len),
+                        format!("template syntax error: {}", e.message),
+                    )
+                    .label("here")
+                    .hint("templates use minijinja syntax: `{{ expression }}`, `{% if ... %}...{% endif %}`"),
                 );
                 return;
             }
         };
         for (what, off, len) in &a.unsupported {
-            out.push(Diagnostic::new(Code::UnsupportedStatement, n.str_span(shift + off, *len), format!("`{what}` statements are not allowed in pipeline templates")));
+            out.push(Diagnostic::new(
+                Code::UnsupportedStatement,
+                n.str_span(shift + off, *len),
+                format!("`{what}` statements are not allowed in pipeline templates"),
+            ));
+        }
+        for m in &a.methods {
+            let sp = n.str_span(shift + m.offset, m.len);
+            let d = Diagnostic::new(
+                Code::MethodCall,
+                sp,
+                format!("method calls such as `.{}()` are not available in templates", m.name),
+            )
+            .label("method call");
+            out.push(if KNOWN_FILTERS.contains(&m.name.as_str()) {
+                d.hint(format!("use the filter instead: `value | {}(...)`", m.name))
+            } else {
+                d.hint("use a filter instead, e.g. `value | split(' ')`; known filters: see docs/templates.md")
+            });
         }
         for call in &a.calls {
             if self.renderer.knows(call.kind, &call.name) {
@@ -425,7 +542,11 @@ impl Validator {
                 CallKind::Test => (Code::UnknownTest, "test", KNOWN_TESTS),
                 CallKind::Function => (Code::UnknownFunction, "function", KNOWN_FUNCTIONS),
             };
-            let d = Diagnostic::new(code, n.str_span(shift + call.offset, call.len), format!("unknown {noun} `{}`", call.name));
+            let d = Diagnostic::new(
+                code,
+                n.str_span(shift + call.offset, call.len),
+                format!("unknown {noun} `{}`", call.name),
+            );
             out.push(match suggest(&call.name, known.iter().copied()) {
                 Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{s}`?")),
                 None => d.label(format!("unknown {noun}")).hint(format!("known {noun}s: {}", known.join(", "))),
@@ -439,7 +560,15 @@ impl Validator {
         }
     }
 
-    fn reference(&self, r: &template::Ref, sp: Span, place: Place<'_>, p: &Pipeline, reads: &mut BTreeSet<String>, vars_read: &mut BTreeSet<String>) -> Option<Diagnostic> {
+    fn reference(
+        &self,
+        r: &template::Ref,
+        sp: Span,
+        place: Place<'_>,
+        p: &Pipeline,
+        reads: &mut BTreeSet<String>,
+        vars_read: &mut BTreeSet<String>,
+    ) -> Option<Diagnostic> {
         let field = |allowed: &[&str], what: &str| -> Option<Diagnostic> {
             let f = r.path.first()?;
             if allowed.contains(&f.as_str()) {
@@ -447,7 +576,9 @@ impl Validator {
             }
             let d = Diagnostic::new(Code::UnknownRoot, sp, format!("`{}` has no field `{f}`", what));
             Some(match suggest(f, allowed.iter().copied()) {
-                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{what}.{s}`? fields: {}", one_of(allowed))),
+                Some(s) => d
+                    .label(format!("did you mean `{s}`?"))
+                    .hint(format!("did you mean `{what}.{s}`? fields: {}", one_of(allowed))),
                 None => d.label("unknown field").hint(format!("fields: {}", one_of(allowed))),
             })
         };
@@ -470,15 +601,18 @@ impl Validator {
                 let d = Diagnostic::new(Code::UnknownVar, sp, format!("`vars.{name}` is not defined"));
                 Some(match suggest(name, p.vars.keys().map(String::as_str)) {
                     Some(s) => d.label(format!("did you mean `vars.{s}`?")).hint(format!("did you mean `vars.{s}`?")),
-                    None => d.label("undefined var").hint(format!("define it under `vars:` at the top of the pipeline, e.g. `vars: {{ {name}: ... }}`")),
+                    None => d.label("undefined var").hint(format!(
+                        "define it under `vars:` at the top of the pipeline, e.g. `vars: {{ {name}: ... }}`"
+                    )),
                 })
             }
             "steps" => {
                 let Some(target) = r.path.first() else {
-                    // `steps` as a whole, or read with a computed key: every step could be read.
-                    let all = if place.on_failure { p.steps.iter().chain(p.on_failure.iter()).collect::<Vec<_>>() } else { p.steps.iter().collect() };
-                    for s in all {
-                        if place.step.is_some_and(|me| me.id != s.id) {
+                    // `steps` as a whole, or read with a computed key: it may read any step declared before
+                    // this one (on its side of `on_failure`), and so waits for all of them.
+                    let side = if place.on_failure { &p.on_failure } else { &p.steps };
+                    if let Some(me) = place.step {
+                        for s in side.iter().take_while(|s| s.id != me.id) {
                             reads.insert(s.id.clone());
                         }
                     }
@@ -488,9 +622,15 @@ impl Validator {
                 let in_fail = p.on_failure.iter().any(|s| &s.id == target);
                 if !in_main && !in_fail {
                     let ids: Vec<&str> = p.steps.iter().chain(p.on_failure.iter()).map(|s| s.id.as_str()).collect();
-                    let d = Diagnostic::new(Code::UnknownStepRef, sp, format!("`steps.{target}` reads a step that does not exist"));
+                    let d = Diagnostic::new(
+                        Code::UnknownStepRef,
+                        sp,
+                        format!("`steps.{target}` reads a step that does not exist"),
+                    );
                     return Some(match suggest(target, ids.iter().copied()) {
-                        Some(s) => d.label(format!("did you mean `steps.{s}`?")).hint(format!("did you mean `steps.{s}`?")),
+                        Some(s) => {
+                            d.label(format!("did you mean `steps.{s}`?")).hint(format!("did you mean `steps.{s}`?"))
+                        }
                         None => d.label("unknown step").hint(format!("steps: {}", ids.join(", "))),
                     });
                 }
@@ -502,8 +642,12 @@ impl Validator {
                 }
                 if in_fail && !place.on_failure {
                     return Some(
-                        Diagnostic::new(Code::NotAncestor, sp, format!("`steps.{target}` is an `on_failure` step, which runs only after the run failed"))
-                            .hint("main steps can read only other main steps"),
+                        Diagnostic::new(
+                            Code::NotAncestor,
+                            sp,
+                            format!("`steps.{target}` is an `on_failure` step, which runs only after the run failed"),
+                        )
+                        .hint("main steps can read only other main steps"),
                     );
                 }
                 // on_failure steps read main steps as they were when the run failed; that is no dependency.
@@ -512,9 +656,12 @@ impl Validator {
                 }
                 if let Some(f) = r.path.get(1) {
                     if !STEP_FIELDS.contains(&f.as_str()) {
-                        let d = Diagnostic::new(Code::UnknownStepRef, sp, format!("`steps.{target}` has no field `{f}`"));
+                        let d =
+                            Diagnostic::new(Code::UnknownStepRef, sp, format!("`steps.{target}` has no field `{f}`"));
                         return Some(match suggest(f, STEP_FIELDS.iter().copied()) {
-                            Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `steps.{target}.{s}`? fields: {}", one_of(STEP_FIELDS))),
+                            Some(s) => d
+                                .label(format!("did you mean `{s}`?"))
+                                .hint(format!("did you mean `steps.{target}.{s}`? fields: {}", one_of(STEP_FIELDS))),
                             None => d.label("unknown field").hint(format!("fields: {}", one_of(STEP_FIELDS))),
                         });
                     }
@@ -526,21 +673,30 @@ impl Validator {
                     return None;
                 }
                 Some(
-                    Diagnostic::new(Code::ItemOutsideForEach, sp, format!("`{}` is only in scope in the `with` of a step with `for_each`", r.root))
-                        .hint("add `for_each:` to this step, or read the value another way"),
+                    Diagnostic::new(
+                        Code::ItemOutsideForEach,
+                        sp,
+                        format!("`{}` is only in scope in the `with` of a step with `for_each`", r.root),
+                    )
+                    .hint("add `for_each:` to this step, or read the value another way"),
                 )
             }
             "error" => {
                 if !place.on_failure {
                     return Some(
-                        Diagnostic::new(Code::ErrorOutsideOnFailure, sp, "`error` is only in scope in `on_failure` steps")
-                            .hint("move this step under `on_failure:`"),
+                        Diagnostic::new(
+                            Code::ErrorOutsideOnFailure,
+                            sp,
+                            "`error` is only in scope in `on_failure` steps",
+                        )
+                        .hint("move this step under `on_failure:`"),
                     );
                 }
                 field(ERROR_FIELDS, "error")
             }
             other => {
-                let d = Diagnostic::new(Code::UnknownRoot, sp, format!("`{other}` is not a variable templates can read"));
+                let d =
+                    Diagnostic::new(Code::UnknownRoot, sp, format!("`{other}` is not a variable templates can read"));
                 let hint = match other {
                     "env" => "templates cannot read the process environment; store the value as a tenant secret and read `secrets.NAME`".to_string(),
                     "secret" | "var" | "step" | "input" | "inputs" | "outputs" | "payload" | "body" => match suggest(other, ROOTS.iter().copied()) {
@@ -560,16 +716,92 @@ impl Validator {
 
 /// Built-in filter, test and function names, for "did you mean" and the list in hints.
 pub const KNOWN_FILTERS: &[&str] = &[
-    "abs", "attr", "b64decode", "b64encode", "batch", "bool", "capitalize", "count", "d", "datetime", "default", "dictsort",
-    "escape", "first", "float", "fromjson", "groupby", "hmac_sha256", "indent", "int", "items", "join", "jsonpath", "last",
-    "length", "lines", "list", "lower", "map", "max", "min", "now", "pprint", "reject", "rejectattr", "replace", "reverse",
-    "round", "select", "selectattr", "sha256", "slice", "sort", "split", "string", "sum", "title", "tojson", "trim",
-    "unique", "upper", "urlencode", "uuid",
+    "abs",
+    "attr",
+    "b64decode",
+    "b64encode",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "datetime",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "fromjson",
+    "groupby",
+    "hmac_sha256",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "jsonpath",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "now",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "sha256",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "uuid",
+    "zip",
 ];
 pub const KNOWN_TESTS: &[&str] = &[
-    "boolean", "defined", "divisibleby", "endingwith", "eq", "even", "false", "float", "ge", "gt", "in", "integer",
-    "iterable", "le", "lt", "mapping", "ne", "none", "number", "odd", "sameas", "sequence", "startingwith", "string",
-    "true", "undefined",
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "true",
+    "undefined",
 ];
 pub const KNOWN_FUNCTIONS: &[&str] = &["dict", "namespace", "now", "range", "uuid"];
 
@@ -628,7 +860,8 @@ fn find_cycle(steps: &[Step], deps: &HashMap<String, BTreeSet<String>>) -> Optio
                 match mark.get(child).copied() {
                     Some(Mark::New) => {
                         mark.insert(child, Mark::Active);
-                        let cd: Vec<&str> = deps.get(child).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
+                        let cd: Vec<&str> =
+                            deps.get(child).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
                         stack.push((child, cd, 0));
                     }
                     Some(Mark::Active) => {
@@ -668,7 +901,10 @@ fn salvage(root: &Node) -> Pipeline {
             description: None,
             uses: n.get("uses").and_then(Node::as_str).unwrap_or("").to_string(),
             with: field(n, "with"),
-            needs: n.get("needs").map(|l| l.as_seq().iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+            needs: n
+                .get("needs")
+                .map(|l| l.as_seq().iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
             condition: field(n, "if"),
             for_each: field(n, "for_each"),
             concurrency: field(n, "concurrency"),

@@ -16,8 +16,10 @@ pub const ALIAS_BUDGET: usize = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
     Plain,
-    SingleQuoted,
-    DoubleQuoted,
+    /// `'...'` or `"..."`; `exact` when the value's characters stand as they are right after the opening quote.
+    Quoted {
+        exact: bool,
+    },
     Block,
     /// `{...}` / `[...]` or a block collection.
     Collection,
@@ -100,12 +102,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.name.clone(), v.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
         }
     }
     /// A description of the value's type, for messages ("the string \"three\"").
@@ -129,12 +126,7 @@ impl Node {
         let single_line = self.span.start.line == self.span.end.line;
         let shift = match self.style {
             Style::Plain if single_line => Some(0),
-            Style::SingleQuoted | Style::DoubleQuoted if single_line => {
-                let raw_len = self.span.end.offset - self.span.start.offset;
-                let val_len = self.as_str().map_or(0, |s| s.chars().count());
-                // No escapes: the text between the quotes is the value.
-                (raw_len == val_len + 2).then_some(1)
-            }
+            Style::Quoted { exact: true } => Some(1),
             _ => None,
         };
         match shift {
@@ -159,18 +151,11 @@ pub struct Parsed {
 }
 
 fn pos(m: saphyr_parser::Marker) -> Pos {
-    Pos {
-        line: m.line() as u32,
-        col: m.col() as u32 + 1,
-        offset: m.index(),
-    }
+    Pos { line: m.line() as u32, col: m.col() as u32 + 1, offset: m.index() }
 }
 
 fn span(s: YSpan) -> Span {
-    Span {
-        start: pos(s.start),
-        end: pos(s.end),
-    }
+    Span { start: pos(s.start), end: pos(s.end) }
 }
 
 struct Frame {
@@ -185,6 +170,8 @@ enum FrameKind {
         entries: Vec<(Key, Node)>,
         pending_key: Option<Node>,
         flow: bool,
+        /// Set when this "mapping" is an unquoted `{{ ... }}`: the text it was meant to be.
+        template: Option<String>,
     },
 }
 
@@ -204,6 +191,7 @@ pub fn parse(src: &str) -> Parsed {
     }
     let mut b = Builder {
         src,
+        chars: CharIndex::new(src),
         stack: Vec::new(),
         anchors: HashMap::new(),
         expanded: 0,
@@ -263,8 +251,30 @@ fn syntax_hint(msg: &str) -> String {
     }
 }
 
+/// Character offsets (what the parser reports) to byte offsets, without a scan per lookup.
+struct CharIndex {
+    /// Byte offset of each character; empty when the text is ASCII and the two are equal.
+    bytes: Vec<usize>,
+    len: usize,
+}
+
+impl CharIndex {
+    fn new(src: &str) -> CharIndex {
+        let bytes = if src.is_ascii() { Vec::new() } else { src.char_indices().map(|(i, _)| i).collect() };
+        CharIndex { bytes, len: src.len() }
+    }
+    fn byte(&self, char_offset: usize) -> usize {
+        if self.bytes.is_empty() {
+            char_offset.min(self.len)
+        } else {
+            self.bytes.get(char_offset).copied().unwrap_or(self.len)
+        }
+    }
+}
+
 struct Builder<'s> {
     src: &'s str,
+    chars: CharIndex,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     expanded: usize,
@@ -293,22 +303,14 @@ impl Builder<'_> {
                 self.docs += 1;
                 if self.docs > 1 {
                     return Err(Box::new(
-                        Diagnostic::new(
-                            Code::MultipleDocuments,
-                            sp,
-                            "a pipeline file holds exactly one YAML document",
-                        )
-                        .hint("remove the `---` separator, or put each pipeline in a file of its own"),
+                        Diagnostic::new(Code::MultipleDocuments, sp, "a pipeline file holds exactly one YAML document")
+                            .hint("remove the `---` separator, or put each pipeline in a file of its own"),
                     ));
                 }
             }
             Event::Alias(id) => {
                 let Some(node) = self.anchors.get(&id) else {
-                    return Err(Box::new(Diagnostic::new(
-                        Code::YamlSyntax,
-                        sp,
-                        "alias refers to an unknown anchor",
-                    )));
+                    return Err(Box::new(Diagnostic::new(Code::YamlSyntax, sp, "alias refers to an unknown anchor")));
                 };
                 let cost = count(node);
                 self.expanded += cost;
@@ -317,9 +319,7 @@ impl Builder<'_> {
                         Diagnostic::new(
                             Code::AliasBudget,
                             sp,
-                            format!(
-                                "YAML aliases expand to more than {ALIAS_BUDGET} values; the file is refused"
-                            ),
+                            format!("YAML aliases expand to more than {ALIAS_BUDGET} values; the file is refused"),
                         )
                         .hint("write the values out, or reuse them through `vars` and templates"),
                     ));
@@ -354,11 +354,7 @@ impl Builder<'_> {
                 let kind = if is_seq {
                     FrameKind::Seq(Vec::new())
                 } else {
-                    FrameKind::Map {
-                        entries: Vec::new(),
-                        pending_key: None,
-                        flow,
-                    }
+                    FrameKind::Map { entries: Vec::new(), pending_key: None, flow, template: None }
                 };
                 self.stack.push(Frame { span: sp, anchor, kind });
             }
@@ -368,11 +364,13 @@ impl Builder<'_> {
                 };
                 let end = if sp.end.offset > frame.span.start.offset { sp.end } else { sp.start };
                 let span = Span { start: frame.span.start, end };
-                let value = match frame.kind {
-                    FrameKind::Seq(items) => Value::Seq(items),
-                    FrameKind::Map { entries, .. } => Value::Map(merge_keys(entries)),
+                let (value, style) = match frame.kind {
+                    FrameKind::Seq(items) => (Value::Seq(items), Style::Collection),
+                    // Already reported; read on as if it had been quoted, so later checks see a string.
+                    FrameKind::Map { template: Some(t), .. } => (Value::Str(t), Style::Plain),
+                    FrameKind::Map { entries, .. } => (Value::Map(merge_keys(entries)), Style::Collection),
                 };
-                let node = Node { value, span, style: Style::Collection };
+                let node = Node { value, span, style };
                 if frame.anchor > 0 {
                     self.anchors.insert(frame.anchor, node.clone());
                 }
@@ -383,10 +381,7 @@ impl Builder<'_> {
     }
 
     fn src_char_is(&self, sp: Span, c: char) -> bool {
-        self.src
-            .get(byte_index(self.src, sp.start.offset)..)
-            .and_then(|s| s.chars().next())
-            == Some(c)
+        self.src.get(self.chars.byte(sp.start.offset)..).and_then(|s| s.chars().next()) == Some(c)
     }
 
     fn check_tag(&self, tag: &saphyr_parser::Tag, sp: Span) -> Result<(), Box<Diagnostic>> {
@@ -413,8 +408,14 @@ impl Builder<'_> {
     ) -> Result<Node, Box<Diagnostic>> {
         let st = match style {
             ScalarStyle::Plain => Style::Plain,
-            ScalarStyle::SingleQuoted => Style::SingleQuoted,
-            ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+            ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => {
+                // Exact when the source right after the opening quote is the value itself, on one line.
+                let at = self.chars.byte(sp.start.offset) + 1;
+                let exact = !text.contains('\n')
+                    && self.src.get(at..at + text.len()) == Some(text)
+                    && matches!(self.src.get(at + text.len()..).and_then(|r| r.chars().next()), Some('"' | '\''));
+                Style::Quoted { exact }
+            }
             _ => Style::Block,
         };
         let value = if let Some(t) = tag {
@@ -433,6 +434,7 @@ impl Builder<'_> {
 
     fn push_value(&mut self, node: Node) -> Result<(), Box<Diagnostic>> {
         let src = self.src;
+        let chars = &self.chars;
         let Some(top) = self.stack.last_mut() else {
             if self.root.is_none() {
                 self.root = Some(node);
@@ -441,7 +443,7 @@ impl Builder<'_> {
         };
         match &mut top.kind {
             FrameKind::Seq(items) => items.push(node),
-            FrameKind::Map { entries, pending_key, flow } => match pending_key.take() {
+            FrameKind::Map { entries, pending_key, flow, template } => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
                     let name = match &key.value {
@@ -452,10 +454,11 @@ impl Builder<'_> {
                         Value::Float(f) => f.to_string(),
                         Value::Map(_) if *flow || key.style == Style::Collection => {
                             let whole = Span { start: top.span.start, end: key.span.end };
-                            let text = format!("{}}}", slice(src, whole));
+                            let text = format!("{}}}", slice(src, chars, whole));
                             let looks_template = text.starts_with("{{");
                             let d = if looks_template {
                                 let shown: String = text.lines().next().unwrap_or("").chars().take(60).collect();
+                                *template = Some(text.clone());
                                 let mut whole = whole;
                                 whole.end.col += 1;
                                 whole.end.offset += 1;
@@ -465,10 +468,7 @@ impl Builder<'_> {
                                     "this template is not quoted, so YAML reads `{{ ... }}` as a mapping",
                                 )
                                 .label("quote the template")
-                                .hint(format!(
-                                    "quote the template: write \"{}\" with the double quotes",
-                                    shown.trim()
-                                ))
+                                .hint(format!("quote the template: write \"{}\" with the double quotes", shown.trim()))
                             } else {
                                 Diagnostic::new(
                                     Code::ComplexKey,
@@ -500,10 +500,7 @@ impl Builder<'_> {
                                 format!("the key `{name}` appears twice in this mapping"),
                             )
                             .label("second occurrence")
-                            .hint(format!(
-                                "remove one of them; the first is at line {}",
-                                first.span.start.line
-                            )),
+                            .hint(format!("remove one of them; the first is at line {}", first.span.start.line)),
                         );
                         return Ok(());
                     }
@@ -550,13 +547,9 @@ fn merge_keys(entries: Vec<(Key, Node)>) -> Vec<(Key, Node)> {
     out
 }
 
-fn byte_index(src: &str, char_offset: usize) -> usize {
-    src.char_indices().nth(char_offset).map_or(src.len(), |(i, _)| i)
-}
-
-fn slice(src: &str, sp: Span) -> &str {
-    let a = byte_index(src, sp.start.offset);
-    let b = byte_index(src, sp.end.offset).max(a);
+fn slice<'a>(src: &'a str, chars: &CharIndex, sp: Span) -> &'a str {
+    let a = chars.byte(sp.start.offset);
+    let b = chars.byte(sp.end.offset).max(a);
     src.get(a..b).unwrap_or("")
 }
 
@@ -589,9 +582,7 @@ fn resolve_plain(t: &str) -> Value {
                 return Value::Int(i);
             }
         }
-        let float_like = t
-            .bytes()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'))
+        let float_like = t.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'))
             && t.bytes().any(|c| c.is_ascii_digit());
         if float_like {
             if let Ok(f) = t.parse::<f64>() {
@@ -647,7 +638,9 @@ mod tests {
         let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
         let mut prev = "a";
         for n in names {
-            src.push_str(&format!("{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+            src.push_str(&format!(
+                "{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
             prev = n;
         }
         let p = parse(&src);

@@ -1,0 +1,98 @@
+//! The `sluice` binary as users run it: output shapes and exit codes of SPEC section 8.
+
+use std::process::{Command, Output};
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .current_dir(crate::root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sluice: {e}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn validate_exit_codes() {
+    assert_eq!(sluice(&["validate", "examples", "pipelines"]).status.code(), Some(0));
+    let bad = sluice(&["validate", "tests/fixtures/invalid/S2003-cycle-through-needs.yaml"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = stdout(&bad);
+    assert!(out.contains("tests/fixtures/invalid/S2003-cycle-through-needs.yaml:"), "{out}");
+    assert!(out.contains(": error[S2003]: "), "{out}");
+    assert_eq!(sluice(&["validate", "no/such/file.yaml"]).status.code(), Some(2));
+    assert_eq!(sluice(&["validate"]).status.code(), Some(2));
+    assert_eq!(sluice(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn validate_reports_every_file_in_one_pass() {
+    let o = sluice(&["validate", "--format", "json", "tests/fixtures/invalid"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let items = v.as_array().cloned().unwrap_or_default();
+    let files: std::collections::BTreeSet<&str> = items.iter().filter_map(|d| d["file"].as_str()).collect();
+    assert!(files.len() > 30, "{files:?}");
+    for d in &items {
+        for key in ["file", "line", "column", "severity", "code", "message", "hint"] {
+            assert!(d.get(key).is_some(), "{d} lacks {key}");
+        }
+        assert!(d["line"].as_u64().unwrap_or(0) >= 1);
+        assert!(["error", "warning"].contains(&d["severity"].as_str().unwrap_or("")));
+    }
+}
+
+#[test]
+fn warnings_alone_exit_zero() {
+    let o = sluice(&["validate", "tests/fixtures/invalid/W4001-unverified-webhook.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("warning[W4001]"));
+}
+
+#[test]
+fn schema_prints_the_checked_in_schema() {
+    let o = sluice(&["schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let on_disk: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::root().join("schemas/pipeline.schema.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(printed, on_disk);
+}
+
+#[test]
+fn graph_formats() {
+    let file = "pipelines/acme/signup-to-crm.yaml";
+    let m = stdout(&sluice(&["graph", file, "--format", "mermaid"]));
+    assert!(m.starts_with("flowchart TD"), "{m}");
+    assert!(m.contains("lookup --> shape"), "{m}");
+    let d = stdout(&sluice(&["graph", file, "--format", "dot"]));
+    assert!(d.starts_with("digraph"), "{d}");
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&sluice(&["graph", file, "--format", "json"]))).unwrap_or_default();
+    let steps = j["steps"].as_array().cloned().unwrap_or_default();
+    let shape = steps.iter().find(|s| s["id"] == "shape").cloned().unwrap_or_default();
+    assert_eq!(shape["needs"], serde_json::json!(["lookup"]));
+    assert!(j["steps"][0]["retry"]["max_attempts"].as_u64().is_some_and(|n| n >= 1));
+    let bad = sluice(&["graph", "tests/fixtures/invalid/S2003-cycle-through-needs.yaml"]);
+    assert_eq!(bad.status.code(), Some(1));
+}
+
+#[test]
+fn stdin_is_accepted() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", "-", "--format", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut s) = child.stdin.take() {
+        let _ = s.write_all(b"{\"version\": 1, \"name\": \"x\", \"triggers\": [{\"manual\": {}}], \"steps\": [{\"id\": \"a\", \"uses\": \"log\", \"with\": {\"message\": \"hi\"}}]}");
+    }
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
