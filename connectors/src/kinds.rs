@@ -219,6 +219,23 @@ impl StepKind for Emit {
     fn with_schema(&self, g: &mut SchemaGenerator) -> Schema {
         schema_of::<EmitWith>(g)
     }
+    fn check(&self, with: &Node, out: &mut Vec<Diagnostic>) {
+        let Some(n) = with.get("type") else { return };
+        let Some(t) = n.as_str() else { return };
+        let valid = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+        let ok = t.starts_with(|c: char| c.is_ascii_alphanumeric()) && t.len() <= 128 && t.chars().all(valid);
+        if !has_template(t) && !ok {
+            out.push(
+                Diagnostic::new(
+                    Code::BadWith,
+                    n.span,
+                    format!("`type` must be an event type like `user.created`, found {t:?}"),
+                )
+                .label("not an event type")
+                .hint("event types are letters, digits and `.`, `_`, `:`, `-`, starting with a letter or digit"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

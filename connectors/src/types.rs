@@ -297,9 +297,9 @@ pub struct LogWith {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmitWith {
-    /// The event type; pipelines of this tenant with a matching `event` trigger start.
+    /// The event type (a template); pipelines of this tenant with a matching `event` trigger start.
     #[serde(rename = "type")]
-    #[schemars(regex(pattern = sluice_engine::model::EVENT_TYPE_PATTERN), extend("examples" = ["user.created"]))]
+    #[schemars(extend("examples" = ["user.created"]))]
     pub event_type: String,
     /// The event's data: the started runs' `trigger.body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -96,6 +96,7 @@ codes! {
     UnknownFunction = "S3004", Error, "a template calls a function that does not exist";
     UnsupportedStatement = "S3005", Error, "a template uses a statement that pipelines do not allow";
     MethodCall = "S3006", Error, "a template calls a method (`x.split()`); use a filter";
+    TemplateTooComplex = "S3007", Error, "one template expression is too long to evaluate safely";
     UnverifiedWebhook = "W4001", Warning, "a webhook trigger accepts unsigned requests";
     UnusedVar = "W4002", Warning, "a var is defined but never read";
     UselessConcurrency = "W4003", Warning, "`concurrency` is set on a step without `for_each`";
@@ -181,21 +182,37 @@ pub fn render(d: &Diagnostic, source: &str) -> String {
     if let Some(line) = source.lines().nth((d.span.start.line as usize).saturating_sub(1)) {
         let num = d.span.start.line.to_string();
         let pad = " ".repeat(num.len());
-        let shown: String = line.chars().take(200).collect();
-        let _ = writeln!(out, "{pad} |");
-        let _ = writeln!(out, "{num} | {}", shown.trim_end());
-        let line_len = shown.chars().count() as u32;
-        let start = d.span.start.col.max(1);
-        let end = if d.span.end.line == d.span.start.line && d.span.end.col > start {
-            d.span.end.col.min(line_len + 1)
+        let chars: Vec<char> = line.trim_end().chars().collect();
+        let start = (d.span.start.col.max(1) - 1) as usize;
+        let end = if d.span.end.line == d.span.start.line && d.span.end.col > d.span.start.col {
+            (d.span.end.col - 1) as usize
+        } else if d.span.end.line > d.span.start.line {
+            // A value over several lines: underline the rest of its first line.
+            chars.len().max(start + 1)
         } else {
-            // Multi-line value: underline to the end of the first line.
-            (line_len + 1).max(start + 1)
+            start + 1
         };
-        let width = end.saturating_sub(start).max(1) as usize;
+        // Long lines are shown as a window around the caret.
+        const WIDTH: usize = 120;
+        let from = if chars.len() > WIDTH && start > WIDTH / 2 { start - WIDTH / 2 } else { 0 };
+        let to = chars.len().min(from + WIDTH);
+        let shown: String = chars[from.min(chars.len())..to].iter().collect();
+        let (lead_dots, tail_dots) = (if from > 0 { "..." } else { "" }, if to < chars.len() { "..." } else { "" });
+        let _ = writeln!(out, "{pad} |");
+        let _ = writeln!(out, "{num} | {lead_dots}{shown}{tail_dots}");
+        let caret_at = start.saturating_sub(from) + lead_dots.len();
+        let width = end.saturating_sub(start).clamp(1, (to + 1).saturating_sub(start).max(1));
         // Keep tabs so the caret lines up under them.
-        let lead: String =
-            line.chars().take((start - 1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        let lead: String = (0..caret_at)
+            .map(|i| {
+                let src_i = i.checked_sub(lead_dots.len()).map(|j| j + from);
+                if src_i.and_then(|j| chars.get(j)) == Some(&'\t') {
+                    '\t'
+                } else {
+                    ' '
+                }
+            })
+            .collect();
         let _ = write!(out, "{pad} | {lead}{}", "^".repeat(width));
         match &d.label {
             Some(l) => {
@@ -220,7 +237,9 @@ pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
     }
     for c in candidates {
         let score = strsim::jaro_winkler(wrong, c);
-        let close = score >= 0.8 || strsim::levenshtein(wrong, c) <= 2.min(c.len() / 2);
+        let edits = strsim::levenshtein(wrong, c);
+        // Close in spelling: a few edits for the length, or a long shared prefix.
+        let close = edits <= (c.len().max(wrong.len()) / 3).max(1) || (score >= 0.9 && edits <= c.len() / 2);
         if close && best.is_none_or(|(_, s)| score > s) {
             best = Some((c, score));
         }

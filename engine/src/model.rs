@@ -14,7 +14,7 @@ pub const STEP_ID_PATTERN: &str = "^[a-z_][a-z0-9_]{0,62}$";
 pub const VAR_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,62}$";
 pub const WEBHOOK_PATH_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._~/-]{0,127}$";
 pub const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
-pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$";
+pub const DURATION_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h|d))+$";
 /// A string that is exactly one `{{ expression }}`, which yields the expression's native value.
 pub const WHOLE_TEMPLATE_PATTERN: &str = "^\\s*\\{\\{[\\s\\S]*\\}\\}\\s*$";
 pub const MAX_STEPS: usize = 500;
@@ -33,8 +33,8 @@ pub struct Pipeline {
     /// What the pipeline does, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// What starts a run: at least one trigger.
-    #[schemars(length(min = 1))]
+    /// What starts a run: at least one trigger, at most 50.
+    #[schemars(length(min = 1, max = 50))]
     pub triggers: Vec<Trigger>,
     /// Constants readable in templates as `vars.NAME`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
@@ -87,7 +87,7 @@ impl JsonSchema for Trigger {
             "properties": {
                 "webhook": webhook,
                 "schedule": schedule,
-                "manual": { "anyOf": [manual, { "type": "null" }] },
+                "manual": { "description": "Runs started by hand or by `POST /v1/pipelines/{name}/runs`; write `manual: {}`.", "anyOf": [manual, { "type": "null" }] },
                 "event": event,
             },
             "additionalProperties": false,
@@ -343,7 +343,7 @@ impl Duration {
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
-            if i == start || i - start > 12 {
+            if i == start || i - start > 9 {
                 return None;
             }
             let n: u128 = s.get(start..i)?.parse().ok()?;

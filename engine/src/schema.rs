@@ -315,6 +315,17 @@ impl SchemaChecker {
             Value::Float(f) => f,
             _ => return,
         };
+        if !v.is_finite() {
+            out.fail(|| {
+                Diagnostic::new(
+                    Code::WrongType,
+                    node.span,
+                    format!("{} must be a finite number, found {}", where_(path), node.describe()),
+                )
+                .label("not a finite number")
+            });
+            return;
+        }
         let (min, max) = (s.minimum, s.maximum);
         let bad = min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m);
         if bad {
@@ -416,7 +427,7 @@ impl SchemaChecker {
                     .iter()
                     .find(|(k, _)| k == r)
                     .and_then(|(_, i)| self.deref(*i).example.as_ref())
-                    .map(|e| format!("`{r}: {}`", show(e)))
+                    .map(|e| format!("`{r}: {}`", yaml_value(e)))
                     .unwrap_or_else(|| format!("`{r}:`"));
                 out.fail(|| {
                     Diagnostic::new(
@@ -482,7 +493,7 @@ impl SchemaChecker {
         )
         .label(format!("expected {what}"));
         if let Some(ex) = &s.example {
-            d = d.hint(format!("for example `{}`", show(ex)));
+            d = d.hint(format!("for example `{}`", yaml_value(ex)));
         } else if matches!(node.value, Value::Map(_)) && names == ["string"] {
             d = d.hint("if this is meant to be a template, quote it: \"{{ ... }}\"");
         }
@@ -589,6 +600,25 @@ fn article_list(names: &[&str]) -> String {
         0 => "a value".into(),
         1 => words[0].into(),
         n => format!("{} or {}", words[..n - 1].join(", "), words[n - 1]),
+    }
+}
+
+/// A value as it would be written in a pipeline: strings quoted where YAML needs it.
+fn yaml_value(v: &J) -> String {
+    match v {
+        J::String(s) => {
+            let plain = !s.is_empty()
+                && !s.contains("{{")
+                && !s.contains(": ")
+                && !s.contains(" #")
+                && !s.starts_with(|c: char| "!&*-?{}[]|>'\"%@`#,".contains(c));
+            if plain {
+                s.clone()
+            } else {
+                J::String(s.clone()).to_string()
+            }
+        }
+        other => other.to_string(),
     }
 }
 

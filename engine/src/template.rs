@@ -94,10 +94,61 @@ pub struct SyntaxError {
     pub message: String,
     pub offset: usize,
     pub len: usize,
+    pub kind: SyntaxKind,
+}
+
+/// Why a template was refused before it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntaxKind {
+    /// It does not parse.
+    Invalid,
+    /// A statement pipelines do not allow (`include`, `macro`, ...).
+    Statement,
+    /// One `{{ }}` or `{% %}` holds more than [`MAX_BLOCK_TOKENS`] tokens: a bound on parser and
+    /// evaluator depth, so no input can exhaust the stack.
+    TooComplex,
+}
+
+/// Tokens one `{{ ... }}` or `{% ... %}` may hold.
+pub const MAX_BLOCK_TOKENS: usize = 512;
+
+/// Refuses templates whose blocks are too long to parse and evaluate with bounded stack depth.
+fn guard(src: &str, expression: bool) -> Result<(), SyntaxError> {
+    use minijinja::machinery::{tokenize, Token};
+    // A token is at least one character: short templates cannot reach the bound.
+    if src.len() < MAX_BLOCK_TOKENS {
+        return Ok(());
+    }
+    let mut in_block = 0usize;
+    let mut start = 0usize;
+    for tok in tokenize(src, expression, SyntaxConfig::default(), WhitespaceConfig::default()) {
+        let Ok((tok, span)) = tok else { return Ok(()) };
+        match tok {
+            Token::VariableStart | Token::BlockStart => {
+                in_block = 0;
+                start = span.start_offset as usize;
+            }
+            Token::VariableEnd | Token::BlockEnd | Token::TemplateData(_) => in_block = 0,
+            _ => {
+                in_block += 1;
+                if in_block > MAX_BLOCK_TOKENS {
+                    let offset = src.get(..start).map_or(0, |s| s.chars().count());
+                    return Err(SyntaxError {
+                        message: format!("this expression has more than {MAX_BLOCK_TOKENS} parts; split it up, e.g. into a `transform` step"),
+                        offset,
+                        len: 2,
+                        kind: SyntaxKind::TooComplex,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses `src` as a template (`expression = false`) or as one bare expression, and lists what it reads.
 pub fn analyze(src: &str, expression: bool) -> Result<Analysis, SyntaxError> {
+    guard(src, expression)?;
     let mut w = Walker { src, scopes: vec![Vec::new()], out: Analysis::default() };
     if expression {
         let e = parse_expr(src).map_err(|e| syntax_error(src, &e))?;
@@ -120,7 +171,8 @@ fn syntax_error(src: &str, e: &Error) -> SyntaxError {
         None => (0, src.chars().count().max(1)),
     };
     let message = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
-    SyntaxError { message, offset, len }
+    let kind = if message.starts_with("unknown statement") { SyntaxKind::Statement } else { SyntaxKind::Invalid };
+    SyntaxError { message, offset, len, kind }
 }
 
 struct Walker<'s> {
@@ -300,6 +352,23 @@ impl Walker<'_> {
             Expr::Filter(f) => {
                 let (offset, len) = self.pos(f.span());
                 self.out.calls.push(Call { kind: CallKind::Filter, name: f.name.to_string(), offset, len });
+                // `map('upper')`, `select('odd')`, `selectattr('x', 'eq', 1)` name a filter or test in a string.
+                let named = match f.name {
+                    "map" => Some((0, CallKind::Filter)),
+                    "select" | "reject" => Some((0, CallKind::Test)),
+                    "selectattr" | "rejectattr" => Some((1, CallKind::Test)),
+                    _ => None,
+                };
+                if let Some((i, kind)) = named {
+                    let pos_args: Vec<&Expr<'_>> =
+                        f.args.iter().filter_map(|a| if let CallArg::Pos(e) = a { Some(e) } else { None }).collect();
+                    if let Some(Expr::Const(c)) = pos_args.get(i) {
+                        if let Some(name) = c.value.as_str() {
+                            let (offset, len) = self.pos(c.span());
+                            self.out.calls.push(Call { kind, name: name.to_string(), offset, len });
+                        }
+                    }
+                }
                 if let Some(x) = &f.expr {
                     self.expr(x);
                 }
@@ -582,6 +651,7 @@ impl Renderer {
         if !has_template(src) {
             return Ok(J::String(src.to_string()));
         }
+        guard(src, false).map_err(|e| RenderError { message: e.message })?;
         let ctx = self.ctx(scope, amb);
         if let Some((expr, _)) = whole_expression(src) {
             let compiled = self.env.compile_expression(expr).map_err(|e| self.fail(expr, e, scope, true))?;
@@ -624,6 +694,7 @@ impl Renderer {
     /// Evaluates an `if:` condition (braces optional) to its truth.
     pub fn condition(&self, src: &str, scope: &Scope, amb: &Ambient) -> Result<bool, RenderError> {
         let expr = whole_expression(src).map_or(src.trim(), |(e, _)| e);
+        guard(expr, true).map_err(|e| RenderError { message: e.message })?;
         let compiled = self.env.compile_expression(expr).map_err(|e| self.fail(expr, e, scope, true))?;
         let v = compiled.eval(self.ctx(scope, amb)).map_err(|e| self.fail(expr, e, scope, true))?;
         Ok(v.is_true())

@@ -168,7 +168,15 @@ impl Validator {
                         format!("the pipeline is named `{}` but its file is `{stem}`", p.name),
                     )
                     .label("differs from the file name")
-                    .hint(format!("rename the file to `{}.yaml`, or set `name: {stem}`", p.name)),
+                    .hint({
+                        let ext = file.rsplit('.').next().unwrap_or("yaml");
+                        let stem_ok = regex_lite_name(stem);
+                        if stem_ok {
+                            format!("rename the file to `{}.{ext}`, or set `name: {stem}`", p.name)
+                        } else {
+                            format!("rename the file to `{}.{ext}`", p.name)
+                        }
+                    }),
                 );
             }
         }
@@ -236,20 +244,9 @@ impl Validator {
                     out.push(d);
                 }
             }
-            // retry_on naming classes that are never retried
-            if let Some(list) = node.get("retry").and_then(|r| r.get("retry_on")) {
-                for item in list.as_seq() {
-                    if let Some(cls @ ("template" | "config")) = item.as_str() {
-                        out.push(
-                            Diagnostic::new(
-                                Code::NeverRetried,
-                                item.span,
-                                format!("`{cls}` errors are never retried; listing them in `retry_on` has no effect"),
-                            )
-                            .hint("a template or configuration error fails the same way on every attempt; remove it"),
-                        );
-                    }
-                }
+            retry_and_timeout(node, out);
+            if let Some(w) = node.get("with") {
+                retry_and_timeout(w, out);
             }
             // concurrency without for_each
             if s.concurrency.is_some() && s.for_each.is_none() {
@@ -307,6 +304,10 @@ impl Validator {
             }
             c.reads.insert(s.id.clone(), reads);
         }
+        if let Some(d) = root.get("defaults") {
+            retry_and_timeout(d, &mut c.diags);
+        }
+        let out = &mut c.diags;
         // Unused vars.
         if let Some(vars) = root.get("vars") {
             for (k, _) in vars.entries() {
@@ -339,17 +340,21 @@ impl Validator {
 
     /// Checks the triggers; answers the vars their settings read.
     fn triggers(&self, p: &Pipeline, root: &Node, c: &mut Checked) -> BTreeSet<String> {
+        let mut paths_seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut manual_seen = false;
         let mut vars_read = BTreeSet::new();
         let mut reads = BTreeSet::new();
         let place = Place { step: None, on_failure: false, item: false, trigger_setting: true };
-        for (i, t) in p.triggers.iter().enumerate() {
-            let Some(tn) = root.at(&[Seg::Key("triggers"), Seg::Index(i)]) else { continue };
+        let nodes = root.get("triggers").map_or(&[][..], Node::as_seq);
+        for tn in nodes.iter().take(MAX_TRIGGERS) {
+            // Each trigger on its own, so one malformed trigger does not hide the others' checks.
+            let Ok(t) = serde_json::from_value::<Trigger>(tn.to_json()) else { continue };
+            let t = &t;
             let inner = tn.get(t.kind()).unwrap_or(tn);
             match t {
                 Trigger::Webhook(w) => {
                     let sp = inner.get("path").map_or(inner.span, |n| n.span);
-                    if c.webhook_paths.iter().any(|(x, _)| x == &w.path) {
+                    if !paths_seen.insert(w.path.clone()) {
                         c.diags.push(
                             Diagnostic::new(
                                 Code::DuplicateWebhookPath,
@@ -500,15 +505,18 @@ impl Validator {
         let a = match a {
             Ok(a) => a,
             Err(e) => {
-                out.push(
-                    Diagnostic::new(
-                        Code::TemplateSyntax,
-                        n.str_span(shift + e.offset, e.len),
-                        format!("template syntax error: {}", e.message),
-                    )
-                    .label("here")
-                    .hint("templates use minijinja syntax: `{{ expression }}`, `{% if ... %}...{% endif %}`"),
-                );
+                let sp = n.str_span(shift + e.offset, e.len);
+                out.push(match e.kind {
+                    template::SyntaxKind::Invalid => Diagnostic::new(Code::TemplateSyntax, sp, format!("template syntax error: {}", e.message))
+                        .label("here")
+                        .hint("templates use minijinja syntax: `{{ expression }}`, `{% if ... %}...{% endif %}`"),
+                    template::SyntaxKind::Statement => Diagnostic::new(Code::UnsupportedStatement, sp, format!("this statement is not allowed in pipeline templates ({})", e.message))
+                        .label("not allowed")
+                        .hint("pipeline templates have no `include`, `import`, `extends`, `macro` or `block`: they cannot read files"),
+                    template::SyntaxKind::TooComplex => Diagnostic::new(Code::TemplateTooComplex, sp, "this template expression is too long to evaluate safely")
+                        .label("too complex")
+                        .hint(e.message),
+                });
                 return;
             }
         };
@@ -527,13 +535,21 @@ impl Validator {
                 format!("method calls such as `.{}()` are not available in templates", m.name),
             )
             .label("method call");
-            out.push(if KNOWN_FILTERS.contains(&m.name.as_str()) {
-                d.hint(format!("use the filter instead: `value | {}(...)`", m.name))
-            } else {
-                d.hint("use a filter instead, e.g. `value | split(' ')`; known filters: see docs/templates.md")
+            let instead = METHODS.iter().find(|(name, _)| *name == m.name).map(|(_, how)| *how);
+            out.push(match instead {
+                Some(how) => d.hint(format!("write {how}")),
+                None if KNOWN_FILTERS.contains(&m.name.as_str()) => {
+                    d.hint(format!("use the filter instead: `value | {}(...)`", m.name))
+                }
+                None => {
+                    d.hint("use a filter instead (`value | filter(args)`); the filters are listed in docs/templates.md")
+                }
             });
         }
         for call in &a.calls {
+            if out.len() >= MAX_DIAGNOSTICS {
+                return;
+            }
             if self.renderer.knows(call.kind, &call.name) {
                 continue;
             }
@@ -547,12 +563,21 @@ impl Validator {
                 n.str_span(shift + call.offset, call.len),
                 format!("unknown {noun} `{}`", call.name),
             );
-            out.push(match suggest(&call.name, known.iter().copied()) {
-                Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{s}`?")),
-                None => d.label(format!("unknown {noun}")).hint(format!("known {noun}s: {}", known.join(", "))),
+            let alias = ALIASES.iter().find(|(from, _, _)| *from == call.name);
+            out.push(match (alias, suggest(&call.name, known.iter().copied())) {
+                (Some((_, to, how)), _) => {
+                    d.label(format!("use `{to}`")).hint(format!("Sluice's equivalent is `{to}`: {how}"))
+                }
+                (None, Some(s)) => {
+                    d.label(format!("did you mean `{s}`?")).hint(format!("did you mean `{s}`? see docs/templates.md"))
+                }
+                (None, None) => d.label(format!("unknown {noun}")).hint(format!("known {noun}s: {}", known.join(", "))),
             });
         }
         for r in &a.refs {
+            if out.len() >= MAX_DIAGNOSTICS {
+                return;
+            }
             let sp = n.str_span(shift + r.offset, r.len);
             if let Some(d) = self.reference(r, sp, place, p, reads, vars_read) {
                 out.push(d);
@@ -593,7 +618,11 @@ impl Validator {
             "run" => field(RUN_FIELDS, "run"),
             "secrets" => None,
             "vars" => {
-                let name = r.path.first()?;
+                let Some(name) = r.path.first() else {
+                    // `vars` as a whole (e.g. `vars | tojson`) reads every var.
+                    vars_read.extend(p.vars.keys().cloned());
+                    return None;
+                };
                 vars_read.insert(name.clone());
                 if p.vars.contains_key(name) {
                     return None;
@@ -672,13 +701,18 @@ impl Validator {
                 if place.item {
                     return None;
                 }
+                let has_for_each = place.step.is_some_and(|s| s.for_each.is_some());
                 Some(
                     Diagnostic::new(
                         Code::ItemOutsideForEach,
                         sp,
                         format!("`{}` is only in scope in the `with` of a step with `for_each`", r.root),
                     )
-                    .hint("add `for_each:` to this step, or read the value another way"),
+                    .hint(if has_for_each {
+                        "`if` and `for_each` are evaluated once for the whole step, before the items exist; use `item` in `with`, or filter the list in `for_each`, e.g. `{{ list | select('odd') }}`"
+                    } else {
+                        "add `for_each:` to this step, or read the value another way"
+                    }),
                 )
             }
             "error" => {
@@ -805,19 +839,138 @@ pub const KNOWN_TESTS: &[&str] = &[
 ];
 pub const KNOWN_FUNCTIONS: &[&str] = &["dict", "namespace", "now", "range", "uuid"];
 
+/// Most diagnostics reported for one file; past this, the rest is noise.
+pub const MAX_DIAGNOSTICS: usize = 200;
+/// Triggers a pipeline may have (the schema says so too); more are not checked one by one.
+pub const MAX_TRIGGERS: usize = 50;
+
+/// Names from Jinja2, Ansible and other template languages, with Sluice's equivalent.
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("strftime", "datetime", "`value | datetime('%Y-%m-%d')`, or `now('%Y-%m-%d')`"),
+    ("to_json", "tojson", "`value | tojson`"),
+    ("from_json", "fromjson", "`text | fromjson`"),
+    ("json_query", "jsonpath", "`value | jsonpath('$.items[*].id')`"),
+    ("json_path", "jsonpath", "`value | jsonpath('$.items[*].id')`"),
+    ("b64_encode", "b64encode", "`value | b64encode`"),
+    ("base64", "b64encode", "`value | b64encode`"),
+    ("b64_decode", "b64decode", "`text | b64decode`"),
+    ("hash", "sha256", "`value | sha256`"),
+    ("hmac", "hmac_sha256", "`value | hmac_sha256(key)`"),
+    ("url_encode", "urlencode", "`value | urlencode`"),
+    ("quote", "urlencode", "`value | urlencode`"),
+    ("strip", "trim", "`value | trim`"),
+    ("len", "length", "`value | length`"),
+    ("keys", "items", "`value | items` (pairs of key and value), or `value | dictsort`"),
+    ("to_datetime", "datetime", "`value | datetime` (RFC 3339 text or a unix timestamp)"),
+    ("uuid4", "uuid", "`uuid()`"),
+];
+
+/// Python-style methods, with the filter or test that does the same.
+const METHODS: &[(&str, &str)] = &[
+    ("strip", "`value | trim`"),
+    ("lower", "`value | lower`"),
+    ("upper", "`value | upper`"),
+    ("split", "`value | split(' ')`"),
+    ("replace", "`value | replace('a', 'b')`"),
+    ("join", "`list | join(',')`"),
+    ("items", "`mapping | items`"),
+    ("keys", "`mapping | list` (the keys), or `mapping | dictsort`"),
+    ("values", "`mapping | items | map(attribute=1) | list`"),
+    ("get", "`mapping['key'] | default(none)`"),
+    ("startswith", "`value is startingwith('prefix')`"),
+    ("endswith", "`value is endingwith('suffix')`"),
+    ("format", "`'%s-%s' | format(a, b)`"),
+    ("title", "`value | title`"),
+    ("capitalize", "`value | capitalize`"),
+    ("count", "`value | length`"),
+];
+
 /// Checks a cron expression: 5 fields, or 6 with seconds first (or a `@daily`-style nickname).
 pub fn check_cron(expr: &str) -> Result<(), String> {
-    let fields = expr.split_whitespace().count();
+    const CRON_FIELDS: [(&str, &str); 6] = [
+        ("second", "0-59"),
+        ("minute", "0-59"),
+        ("hour", "0-23"),
+        ("day-of-month", "1-31, `L` or `W`"),
+        ("month", "1-12 or JAN-DEC"),
+        ("day-of-week", "0-7 or SUN-SAT (0 and 7 are Sunday)"),
+    ];
+    let parts: Vec<&str> = expr.split_whitespace().collect();
     let nickname = expr.trim().starts_with('@');
-    if !nickname && fields != 5 && fields != 6 {
-        return Err(format!("it has {fields} fields; a cron expression has 5, or 6 with seconds first"));
+    if !nickname && parts.len() != 5 && parts.len() != 6 {
+        return Err(format!("it has {} fields; a cron expression has 5, or 6 with seconds first", parts.len()));
     }
-    let parsed = std::panic::catch_unwind(|| expr.parse::<croner::Cron>());
-    match parsed {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string().trim_end_matches('.').to_lowercase()),
-        Err(_) => Err("it cannot be parsed".into()),
+    let cron = match expr.parse::<croner::Cron>() {
+        Ok(c) => c,
+        Err(_) if nickname => {
+            return Err(format!(
+                "`{}` is not a known nickname; use @yearly, @monthly, @weekly, @daily or @hourly",
+                expr.trim()
+            ))
+        }
+        Err(_) => {
+            // Name the fields at fault: each one that fails with every other field set to `*`.
+            let offset = CRON_FIELDS.len() - parts.len();
+            let bad: Vec<String> = (0..parts.len())
+                .filter(|&i| {
+                    let alone: Vec<&str> = (0..parts.len()).map(|j| if j == i { parts[j] } else { "*" }).collect();
+                    alone.join(" ").parse::<croner::Cron>().is_err()
+                })
+                .map(|i| {
+                    let (name, range) = CRON_FIELDS[offset + i];
+                    format!("the {name} field `{}` (it takes {range})", parts[i])
+                })
+                .collect();
+            return Err(match bad.len() {
+                0 => "its fields do not fit together".to_string(),
+                1 => format!("{} is not valid", bad[0]),
+                _ => format!("{} are not valid", bad.join(" and ")),
+            });
+        }
+    };
+    // A valid expression that never fires (`0 0 31 2 *`) is a mistake too. Pure: a fixed start, no clock.
+    let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+    if cron.find_next_occurrence(&start, false).is_err() {
+        return Err("it never fires (no date matches all its fields)".into());
     }
+    Ok(())
+}
+
+/// Warns about `retry_on` classes that are never retried, and refuses zero timeouts, in `node`
+/// (a step, `defaults`, or an http `with`).
+fn retry_and_timeout(node: &Node, out: &mut Vec<Diagnostic>) {
+    if let Some(list) = node.get("retry").and_then(|r| r.get("retry_on")) {
+        for item in list.as_seq() {
+            if let Some(cls @ ("template" | "config")) = item.as_str() {
+                out.push(
+                    Diagnostic::new(
+                        Code::NeverRetried,
+                        item.span,
+                        format!("`{cls}` errors are never retried; listing them in `retry_on` has no effect"),
+                    )
+                    .hint("a template or configuration error fails the same way on every attempt; remove it"),
+                );
+            }
+        }
+    }
+    if let Some(t) = node.get("timeout") {
+        if t.as_str().and_then(model::Duration::parse).is_some_and(|d| d.as_millis() == 0) {
+            out.push(
+                Diagnostic::new(Code::BadDuration, t.span, "a timeout of zero would fail every attempt at once")
+                    .label("zero")
+                    .hint("give the attempt time to finish, e.g. `timeout: 30s`"),
+            );
+        }
+    }
+}
+
+/// Whether `s` is a valid pipeline name.
+fn regex_lite_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// For each step, the steps it waits for: its `needs` and the steps its templates read.
@@ -917,11 +1070,14 @@ fn salvage(root: &Node) -> Pipeline {
         version: 1,
         name: field(root, "name").unwrap_or_default(),
         description: None,
-        triggers: list(root, "triggers", |n| serde_json::from_value(n.to_json()).ok()),
+        triggers: list(root, "triggers", |n| serde_json::from_value(n.to_json()).ok())
+            .into_iter()
+            .take(MAX_TRIGGERS)
+            .collect(),
         vars: field(root, "vars").unwrap_or_default(),
         defaults: field(root, "defaults").unwrap_or_default(),
-        steps: list(root, "steps", step),
-        on_failure: list(root, "on_failure", step),
+        steps: list(root, "steps", step).into_iter().take(model::MAX_STEPS).collect(),
+        on_failure: list(root, "on_failure", step).into_iter().take(model::MAX_STEPS).collect(),
     }
 }
 

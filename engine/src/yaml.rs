@@ -20,6 +20,12 @@ pub enum Style {
     Quoted {
         exact: bool,
     },
+    /// A `|` block: the value's first line stands on source line `first_line`, indented `indent` columns.
+    Literal {
+        first_line: u32,
+        indent: u32,
+    },
+    /// A `>` block (folded: positions inside it are not exact).
     Block,
     /// `{...}` / `[...]` or a block collection.
     Collection,
@@ -99,6 +105,8 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
+            // `3.0` is the whole number 3, as JSON Schema reads it.
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => J::from(*f as i64),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
@@ -124,6 +132,20 @@ impl Node {
     /// Where a character offset inside this string value sits in the file, when that can be told exactly.
     pub fn str_span(&self, char_offset: usize, len: usize) -> Span {
         let single_line = self.span.start.line == self.span.end.line;
+        if let (Style::Literal { first_line, indent }, Some(v)) = (self.style, self.as_str()) {
+            let (mut line, mut col) = (0u32, 0u32);
+            for ch in v.chars().take(char_offset) {
+                if ch == '\n' {
+                    line += 1;
+                    col = 0;
+                } else {
+                    col += 1;
+                }
+            }
+            let start = Pos { line: first_line + line, col: indent + col + 1, offset: self.span.start.offset };
+            let end = Pos { col: start.col + len.max(1) as u32, ..start };
+            return Span { start, end };
+        }
         let shift = match self.style {
             Style::Plain if single_line => Some(0),
             Style::Quoted { exact: true } => Some(1),
@@ -227,10 +249,17 @@ pub fn parse(src: &str) -> Parsed {
                     out.diags = b.diags;
                     return out;
                 }
-                b.diags.push(
+                if let Some(d) = unquoted_template_near(src, p.line) {
+                    // This explains the line better than the mapping seen before the parser gave up.
+                    b.diags.retain(|x| !(x.code == Code::UnquotedTemplate && x.span.start.line == d.span.start.line));
+                    b.diags.push(d);
+                    out.diags = b.diags;
+                    return out;
+                }
+                b.diags.push(unquoted_template_near(src, p.line).unwrap_or_else(|| {
                     Diagnostic::new(Code::YamlSyntax, Span::point(p), format!("invalid YAML: {msg}"))
-                        .hint(syntax_hint(&msg)),
-                );
+                        .hint(syntax_hint(&msg))
+                }));
                 out.diags = b.diags;
                 return out;
             }
@@ -239,6 +268,34 @@ pub fn parse(src: &str) -> Parsed {
     out.root = b.root;
     out.diags = b.diags;
     out
+}
+
+/// A syntax error caused by an unquoted `{{ ... }}` followed by more text (`url: {{ x }}/orders`), on the
+/// error's line or the one before: the real mistake, with the quoted line as the fix.
+fn unquoted_template_near(src: &str, line: u32) -> Option<Diagnostic> {
+    for l in [line, line.saturating_sub(1)] {
+        let text = src.lines().nth((l as usize).checked_sub(1)?)?;
+        let at = text.find(": {{").map(|i| i + 2).or_else(|| {
+            let t = text.trim_start();
+            t.starts_with("- {{").then(|| text.len() - t.len() + 2)
+        })?;
+        let value = text[at..].split(" #").next().unwrap_or("").trim_end();
+        let quoted =
+            if value.contains('"') { format!("'{}'", value.replace('\'', "''")) } else { format!("\"{value}\"") };
+        let col = text[..at].chars().count() as u32 + 1;
+        let start = Pos { line: l, col, offset: 0 };
+        let end = Pos { line: l, col: col + value.chars().count() as u32, offset: 0 };
+        return Some(
+            Diagnostic::new(
+                Code::UnquotedTemplate,
+                Span { start, end },
+                "this template is not quoted, so YAML cannot read the line",
+            )
+            .label("quote the whole value")
+            .hint(format!("quote the template: {}{quoted}", text[..at].trim_start())),
+        );
+    }
+    None
 }
 
 fn syntax_hint(msg: &str) -> String {
@@ -283,6 +340,15 @@ struct Builder<'s> {
     diags: Vec<Diagnostic>,
 }
 
+/// Nesting depth of a value (a scalar is 0).
+fn depth(n: &Node) -> usize {
+    match &n.value {
+        Value::Seq(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn count(n: &Node) -> usize {
     match &n.value {
         Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
@@ -322,6 +388,16 @@ impl Builder<'_> {
                             format!("YAML aliases expand to more than {ALIAS_BUDGET} values; the file is refused"),
                         )
                         .hint("write the values out, or reuse them through `vars` and templates"),
+                    ));
+                }
+                if self.stack.len() + depth(node) > MAX_DEPTH {
+                    return Err(Box::new(
+                        Diagnostic::new(
+                            Code::TooDeep,
+                            sp,
+                            format!("values are nested more than {MAX_DEPTH} levels deep"),
+                        )
+                        .hint("this alias expands to a deeply nested value; flatten the structure"),
                     ));
                 }
                 let mut n = node.clone();
@@ -416,13 +492,28 @@ impl Builder<'_> {
                     && matches!(self.src.get(at + text.len()..).and_then(|r| r.chars().next()), Some('"' | '\''));
                 Style::Quoted { exact }
             }
+            ScalarStyle::Literal => self.literal_style(sp),
             _ => Style::Block,
         };
         let value = if let Some(t) = tag {
             self.check_tag(t, sp)?;
-            match t.suffix.as_str() {
-                "str" => Value::Str(text.to_string()),
-                _ => resolve_plain(text),
+            let v = resolve_plain(text);
+            let fits = match (t.suffix.as_str(), &v) {
+                ("str", _) | ("map", _) | ("seq", _) => true,
+                ("int", Value::Int(_)) | ("bool", Value::Bool(_)) | ("null", Value::Null) => true,
+                ("float", Value::Float(_) | Value::Int(_)) => true,
+                _ => false,
+            };
+            if !fits {
+                return Err(Box::new(
+                    Diagnostic::new(Code::UnsupportedTag, sp, format!("{text:?} is not a valid `!!{}`", t.suffix))
+                        .hint("remove the tag, or write a value of that type"),
+                ));
+            }
+            match (t.suffix.as_str(), v) {
+                ("str", _) => Value::Str(text.to_string()),
+                ("float", Value::Int(i)) => Value::Float(i as f64),
+                (_, v) => v,
             }
         } else if st == Style::Plain {
             resolve_plain(text)
@@ -430,6 +521,24 @@ impl Builder<'_> {
             Value::Str(text.to_string())
         };
         Ok(Node { value, span: sp, style: st })
+    }
+
+    /// Where the content of a `|` block starts: the line after the header, and its indentation.
+    fn literal_style(&self, sp: Span) -> Style {
+        let at = self.chars.byte(sp.start.offset);
+        let rest = self.src.get(at..).unwrap_or("");
+        // The span starts at the `|` header, or (depending on the parser) at the content itself.
+        let (first_line, content) = if rest.starts_with('|') {
+            (sp.start.line + 1, rest.split_once('\n').map_or("", |(_, c)| c))
+        } else {
+            let line_start = self.src.get(..at).and_then(|s| s.rfind('\n')).map_or(0, |i| i + 1);
+            (sp.start.line, self.src.get(line_start..).unwrap_or(""))
+        };
+        let indent = content
+            .split('\n')
+            .find(|l| !l.trim().is_empty())
+            .map_or(0, |l| l.chars().take_while(|c| *c == ' ').count() as u32);
+        Style::Literal { first_line, indent }
     }
 
     fn push_value(&mut self, node: Node) -> Result<(), Box<Diagnostic>> {
@@ -448,7 +557,13 @@ impl Builder<'_> {
                 Some(key) => {
                     let name = match &key.value {
                         Value::Str(s) => s.clone(),
-                        Value::Null => "null".to_string(),
+                        Value::Null => {
+                            self.diags.push(
+                                Diagnostic::new(Code::ComplexKey, key.span, "a mapping key is empty (null)")
+                                    .hint("write a name before the `:`"),
+                            );
+                            return Ok(());
+                        }
                         Value::Bool(b) => b.to_string(),
                         Value::Int(i) => i.to_string(),
                         Value::Float(f) => f.to_string(),

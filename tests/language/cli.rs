@@ -17,10 +17,10 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn validate_exit_codes() {
     assert_eq!(sluice(&["validate", "examples", "pipelines"]).status.code(), Some(0));
-    let bad = sluice(&["validate", "tests/fixtures/invalid/S2003-cycle-through-needs.yaml"]);
+    let bad = sluice(&["validate", "tests/fixtures/invalid/s2003-step-needs-itself.yaml"]);
     assert_eq!(bad.status.code(), Some(1));
     let out = stdout(&bad);
-    assert!(out.contains("tests/fixtures/invalid/S2003-cycle-through-needs.yaml:"), "{out}");
+    assert!(out.contains("tests/fixtures/invalid/s2003-step-needs-itself.yaml:"), "{out}");
     assert!(out.contains(": error[S2003]: "), "{out}");
     assert_eq!(sluice(&["validate", "no/such/file.yaml"]).status.code(), Some(2));
     assert_eq!(sluice(&["validate"]).status.code(), Some(2));
@@ -46,7 +46,7 @@ fn validate_reports_every_file_in_one_pass() {
 
 #[test]
 fn warnings_alone_exit_zero() {
-    let o = sluice(&["validate", "tests/fixtures/invalid/W4001-unverified-webhook.yaml"]);
+    let o = sluice(&["validate", "tests/fixtures/invalid/w4001-unverified-webhook.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("warning[W4001]"));
 }
@@ -77,7 +77,7 @@ fn graph_formats() {
     let shape = steps.iter().find(|s| s["id"] == "shape").cloned().unwrap_or_default();
     assert_eq!(shape["needs"], serde_json::json!(["lookup"]));
     assert!(j["steps"][0]["retry"]["max_attempts"].as_u64().is_some_and(|n| n >= 1));
-    let bad = sluice(&["graph", "tests/fixtures/invalid/S2003-cycle-through-needs.yaml"]);
+    let bad = sluice(&["graph", "tests/fixtures/invalid/s2003-step-needs-itself.yaml"]);
     assert_eq!(bad.status.code(), Some(1));
 }
 
@@ -95,4 +95,22 @@ fn stdin_is_accepted() {
     }
     let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn oversized_and_binary_files() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, "a".repeat(1024 * 1024 + 1)).unwrap_or_else(|e| panic!("{e}"));
+    let bin = dir.join("bin.yaml");
+    std::fs::write(&bin, b"version: 1\nname: \xff\xfe\n").unwrap_or_else(|e| panic!("{e}"));
+    let o = sluice(&["validate", "--format", "json", big.to_str().unwrap_or(""), bin.to_str().unwrap_or("")]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let codes: Vec<&str> =
+        v.as_array().map(|a| a.iter().filter_map(|d| d["code"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(codes, ["S0002", "S0001"], "{v}");
+    assert_eq!(v[1]["line"], 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }

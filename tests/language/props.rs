@@ -71,3 +71,34 @@ fn pathological_inputs_are_refused_quickly() {
     let long_template = format!("version: 1\nname: t\ntriggers: [{{manual: {{}}}}]\nsteps:\n  - id: a\n    uses: log\n    with: {{ message: \"{}\" }}\n", "{{ run.id }}".repeat(20_000));
     check_quickly("t.yaml", &long_template);
 }
+
+/// Regression: long expression chains used to exhaust the stack (found by the fixture review).
+#[test]
+fn long_expression_chains_do_not_overflow_the_stack() {
+    let wrap = |with: &str| {
+        format!("version: 1\nname: chain\ntriggers: [{{manual: {{}}}}]\nsteps:\n  - id: a\n    uses: log\n{with}")
+    };
+    let sum = vec!["1"; 10_000].join(" + ");
+    let filters = vec!["upper"; 10_000].join(" | ");
+    let nots = "not ".repeat(20_000);
+    let attrs = ".a".repeat(100_000);
+    let parens = format!("{}1{}", "(".repeat(5_000), ")".repeat(5_000));
+    let cases = [
+        wrap(&format!("    with: {{ message: \"{{{{ {sum} }}}}\" }}\n")),
+        wrap(&format!("    with: {{ message: \"{{{{ 'x' | {filters} }}}}\" }}\n")),
+        wrap(&format!("    if: \"{nots} true\"\n    with: {{ message: x }}\n")),
+        wrap(&format!("    with: {{ message: \"{{{{ trigger{attrs} }}}}\" }}\n")),
+        wrap(&format!("    with: {{ message: \"{{{{ {parens} }}}}\" }}\n")),
+    ];
+    for src in &cases {
+        let c = validator().check("chain.yaml", src);
+        assert!(c.has_errors(), "a pathological template was accepted");
+    }
+    // The runtime renderer refuses them too, before parsing.
+    let r = sluice_engine::template::Renderer::new();
+    let scope = sluice_engine::template::Scope::new(serde_json::json!({}));
+    let amb =
+        sluice_engine::template::Ambient { now: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(), seed: 0 };
+    assert!(r.render(&format!("{{{{ {sum} }}}}"), &scope, &amb).is_err());
+    assert!(r.condition(&format!("{nots} true"), &scope, &amb).is_err());
+}
