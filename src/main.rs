@@ -3,6 +3,9 @@
 //! The only place that touches the file system, the environment and the terminal; the pipeline core in
 //! `sluice-engine` receives text and returns values and diagnostics.
 
+// The binary is the IO edge: it alone reads files and the environment (clippy.toml forbids it elsewhere).
+#![allow(clippy::disallowed_methods)]
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_engine::{diag, Validator};

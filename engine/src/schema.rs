@@ -419,8 +419,18 @@ impl SchemaChecker {
                 });
             }
         }
+        // A missing key that an unknown key is a misspelling of is reported once, at the misspelling.
+        let misspelt: Vec<&str> = if s.additional == Some(None) {
+            entries
+                .iter()
+                .filter(|(k, _)| !known.contains(&k.name.as_str()))
+                .filter_map(|(k, _)| suggest(&k.name, known.iter().copied()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for r in &s.required {
-            if !entries.iter().any(|(k, _)| &k.name == r) {
+            if !entries.iter().any(|(k, _)| &k.name == r) && !misspelt.contains(&r.as_str()) {
                 let at = Span { start: node.span.start, end: node.span.start };
                 let example = s
                     .properties

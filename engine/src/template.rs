@@ -121,7 +121,7 @@ fn guard(src: &str, expression: bool) -> Result<(), SyntaxError> {
     }
     let mut in_block = 0usize;
     let mut start = 0usize;
-    for tok in tokenize(src, expression, SyntaxConfig::default(), WhitespaceConfig::default()) {
+    for tok in tokenize(src, expression, SyntaxConfig, WhitespaceConfig::default()) {
         let Ok((tok, span)) = tok else { return Ok(()) };
         match tok {
             Token::VariableStart | Token::BlockStart => {
@@ -154,8 +154,8 @@ pub fn analyze(src: &str, expression: bool) -> Result<Analysis, SyntaxError> {
         let e = parse_expr(src).map_err(|e| syntax_error(src, &e))?;
         w.expr(&e);
     } else {
-        let stmt = parse(src, "<template>", SyntaxConfig::default(), WhitespaceConfig::default())
-            .map_err(|e| syntax_error(src, &e))?;
+        let stmt =
+            parse(src, "<template>", SyntaxConfig, WhitespaceConfig::default()).map_err(|e| syntax_error(src, &e))?;
         w.stmt(&stmt);
     }
     Ok(w.out)
@@ -459,7 +459,7 @@ pub fn redact<'a>(s: &str, secrets: impl IntoIterator<Item = &'a str>) -> String
 }
 
 /// Redacts every string of a JSON tree.
-pub fn redact_json<'a>(v: &J, secrets: &[&'a str]) -> J {
+pub fn redact_json(v: &J, secrets: &[&str]) -> J {
     match v {
         J::String(s) => J::String(redact(s, secrets.iter().copied())),
         J::Array(a) => J::Array(a.iter().map(|x| redact_json(x, secrets)).collect()),

@@ -222,8 +222,7 @@ pub fn parse(src: &str) -> Parsed {
         diags: Vec::new(),
     };
     let mut parser = Parser::new_from_str(src);
-    loop {
-        let Some(ev) = parser.next_event() else { break };
+    while let Some(ev) = parser.next_event() {
         match ev {
             Ok((ev, sp)) => match b.event(ev, sp) {
                 Ok(true) => {}
@@ -273,7 +272,7 @@ pub fn parse(src: &str) -> Parsed {
 /// A syntax error caused by an unquoted `{{ ... }}` followed by more text (`url: {{ x }}/orders`), on the
 /// error's line or the one before: the real mistake, with the quoted line as the fix.
 fn unquoted_template_near(src: &str, line: u32) -> Option<Diagnostic> {
-    for l in [line, line.saturating_sub(1)] {
+    let on_line = |l: u32| -> Option<Diagnostic> {
         let text = src.lines().nth((l as usize).checked_sub(1)?)?;
         let at = text.find(": {{").map(|i| i + 2).or_else(|| {
             let t = text.trim_start();
@@ -285,7 +284,7 @@ fn unquoted_template_near(src: &str, line: u32) -> Option<Diagnostic> {
         let col = text[..at].chars().count() as u32 + 1;
         let start = Pos { line: l, col, offset: 0 };
         let end = Pos { line: l, col: col + value.chars().count() as u32, offset: 0 };
-        return Some(
+        Some(
             Diagnostic::new(
                 Code::UnquotedTemplate,
                 Span { start, end },
@@ -293,9 +292,9 @@ fn unquoted_template_near(src: &str, line: u32) -> Option<Diagnostic> {
             )
             .label("quote the whole value")
             .hint(format!("quote the template: {}{quoted}", text[..at].trim_start())),
-        );
-    }
-    None
+        )
+    };
+    on_line(line).or_else(|| on_line(line.saturating_sub(1)))
 }
 
 fn syntax_hint(msg: &str) -> String {
@@ -498,12 +497,14 @@ impl Builder<'_> {
         let value = if let Some(t) = tag {
             self.check_tag(t, sp)?;
             let v = resolve_plain(text);
-            let fits = match (t.suffix.as_str(), &v) {
-                ("str", _) | ("map", _) | ("seq", _) => true,
-                ("int", Value::Int(_)) | ("bool", Value::Bool(_)) | ("null", Value::Null) => true,
-                ("float", Value::Float(_) | Value::Int(_)) => true,
-                _ => false,
-            };
+            let fits = matches!(
+                (t.suffix.as_str(), &v),
+                ("str" | "map" | "seq", _)
+                    | ("int", Value::Int(_))
+                    | ("bool", Value::Bool(_))
+                    | ("null", Value::Null)
+                    | ("float", Value::Float(_) | Value::Int(_))
+            );
             if !fits {
                 return Err(Box::new(
                     Diagnostic::new(Code::UnsupportedTag, sp, format!("{text:?} is not a valid `!!{}`", t.suffix))
