@@ -6,6 +6,7 @@
 use crate::diag::Diagnostic;
 use crate::yaml::Node;
 use schemars::{Schema, SchemaGenerator};
+use std::sync::Arc;
 
 /// One step kind (`http`, `transform`, ...), as the validator and compiler see it.
 pub trait StepKind: Send + Sync {
@@ -26,11 +27,11 @@ pub trait StepKind: Send + Sync {
 
 /// The set of step kinds a validator and runtime know, in registration order.
 pub struct Registry {
-    kinds: Vec<Box<dyn StepKind>>,
+    kinds: Vec<Arc<dyn StepKind>>,
 }
 
 impl Registry {
-    pub fn new(kinds: Vec<Box<dyn StepKind>>) -> Registry {
+    pub fn new(kinds: Vec<Arc<dyn StepKind>>) -> Registry {
         Registry { kinds }
     }
     pub fn get(&self, name: &str) -> Option<&dyn StepKind> {
