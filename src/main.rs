@@ -39,10 +39,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
+    /// Run one pipeline once on an embedded, temporary store and print each step's status, attempts and output.
+    Run(run::RunArgs),
 }
 
+mod run;
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Human,
     Json,
 }
@@ -83,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(&format!("{}\n", serde_json::to_string_pretty(validator.schema())?));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => run::run(&validator, args),
         Command::Graph { file, format } => {
             let (name, src) = match read_one(&file)? {
                 Source::Text(n, s) => (n, s),
@@ -92,7 +97,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             match sluice_engine::compile(&validator, &name, &src) {
-                Ok((plan, _warnings)) => {
+                Ok((plan, warnings)) => {
+                    for w in &warnings {
+                        eprint!("{}", diag::render(w, &src));
+                    }
                     match format {
                         GraphFormat::Mermaid => emit(&plan.to_mermaid()),
                         GraphFormat::Dot => emit(&plan.to_dot()),
@@ -116,9 +124,7 @@ fn validate(validator: &Validator, paths: &[PathBuf], format: Format) -> anyhow:
     let mut sources: Vec<Source> = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
-            let mut src = String::new();
-            std::io::stdin().read_to_string(&mut src).context("reading standard input")?;
-            sources.push(Source::Text("<stdin>".into(), src));
+            sources.push(read_bounded("<stdin>".into(), std::io::stdin().lock(), None)?);
             continue;
         }
         let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -139,6 +145,12 @@ fn validate(validator: &Validator, paths: &[PathBuf], format: Format) -> anyhow:
             Source::Text(f, t) => files.push((f, t)),
             Source::Unreadable(d) => unreadable.push(d),
         }
+    }
+    if files.is_empty() && unreadable.is_empty() {
+        eprintln!(
+            "warning: no pipeline files (.yaml, .yml, .json) found under {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     let checked = validator.check_all(&files);
     let sources: std::collections::HashMap<&str, &str> = files.iter().map(|(f, s)| (f.as_str(), s.as_str())).collect();
@@ -171,7 +183,7 @@ fn validate(validator: &Validator, paths: &[PathBuf], format: Format) -> anyhow:
 }
 
 /// Writes to standard output; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
@@ -194,30 +206,44 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-enum Source {
+pub(crate) enum Source {
     Text(String, String),
     /// A file that is not checked as text, with the diagnostic saying why.
     Unreadable(diag::Diagnostic),
 }
 
 /// A file's text, or the diagnostic that says why it cannot be checked.
-fn read_one(p: &Path) -> anyhow::Result<Source> {
+pub(crate) fn read_one(p: &Path) -> anyhow::Result<Source> {
     let name = p.display().to_string();
     let meta = std::fs::metadata(p).with_context(|| format!("cannot read {name}"))?;
+    if meta.is_dir() {
+        anyhow::bail!("{name} is a folder; give a pipeline file");
+    }
+    let file = std::fs::File::open(p).with_context(|| format!("cannot read {name}"))?;
+    read_bounded(name, file, Some(meta.len()))
+}
+
+/// Reads at most one byte more than a pipeline file may have, so that `/dev/zero`, a FIFO or a huge standard
+/// input is refused at 1 MiB instead of read to the end.
+pub(crate) fn read_bounded(name: String, r: impl std::io::Read, size: Option<u64>) -> anyhow::Result<Source> {
     let at_start = diag::Span::point(diag::Pos { line: 1, col: 1, offset: 0 });
     let max = sluice_engine::yaml::MAX_FILE_BYTES as u64;
-    if meta.len() > max {
-        // Do not read gigabytes to say so.
+    let mut bytes = Vec::new();
+    r.take(max + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() as u64 > max {
+        let size = match size {
+            Some(n) if n > max => format!("{n} bytes"),
+            _ => "larger than 1 MiB".to_string(),
+        };
         let mut d = diag::Diagnostic::new(
             diag::Code::FileTooLarge,
             at_start,
-            format!("the file is {} bytes; a pipeline file may be at most 1 MiB", meta.len()),
+            format!("the file is {size}; a pipeline file may be at most 1 MiB"),
         )
         .hint("split the pipeline, or move large constants out of the file");
         d.file = name;
         return Ok(Source::Unreadable(d));
     }
-    let bytes = std::fs::read(p).with_context(|| format!("cannot read {name}"))?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(Source::Text(name, s)),
         Err(e) => {

@@ -15,6 +15,33 @@ use sluice_engine::model::ErrorClass;
 /// Largest response body a step keeps (SPEC section 2: a step's output is at most 1 MiB).
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// Turns numbers and booleans at `paths` into text (`*` stands for every entry of a mapping), so that a
+/// whole-expression template such as `x-index: "{{ index }}"`, which renders a number, is a valid header.
+fn as_text(with: &mut Value, paths: &[&[&str]]) {
+    fn walk(v: &mut Value, path: &[&str]) {
+        match path.split_first() {
+            None => {
+                if matches!(v, Value::Number(_) | Value::Bool(_)) {
+                    *v = Value::String(v.to_string());
+                }
+            }
+            Some((&"*", rest)) => {
+                if let Value::Object(m) = v {
+                    m.values_mut().for_each(|x| walk(x, rest));
+                }
+            }
+            Some((k, rest)) => {
+                if let Some(x) = v.get_mut(*k) {
+                    walk(x, rest);
+                }
+            }
+        }
+    }
+    for p in paths {
+        walk(with, p);
+    }
+}
+
 fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -112,6 +139,11 @@ fn excerpt(body: &[u8]) -> String {
 impl Connector for Http {
     fn run<'a>(&'a self, cx: &'a StepCx, with: Value) -> BoxFuture<'a, Result<Outcome, StepError>> {
         async move {
+            let mut with = with;
+            as_text(
+                &mut with,
+                &[&["headers", "*"], &["auth", "bearer"], &["auth", "basic", "*"], &["auth", "header", "value"]],
+            );
             let w: HttpWith = parse_with("http", with)?;
             let method_name = match w.method.as_ref().map(|m| &m.value) {
                 None | Some(Value::Null) => "GET".to_string(),
@@ -157,9 +189,11 @@ impl Connector for Http {
                         .map_err(|_| StepError::config(format!("`{}` is not a valid header name", h.name)))?;
                     req = req.header(name, h.value.as_str());
                 }
-                Some(Auth::Connection(name)) => return Err(StepError::config(format!(
+                Some(Auth::Connection(name)) => {
+                    return Err(StepError::config(format!(
                     "this tenant has no OAuth2 connection named `{name}`; create it with `PUT /v1/connections/{name}`"
-                ))),
+                )))
+                }
             }
             if let Some(body) = &w.body {
                 req = req.json(body);
@@ -244,6 +278,8 @@ pub fn sign(secrets: &[String], id: &str, timestamp: u64, body: &[u8]) -> Result
 impl Connector for WebhookSend {
     fn run<'a>(&'a self, cx: &'a StepCx, with: Value) -> BoxFuture<'a, Result<Outcome, StepError>> {
         async move {
+            let mut with = with;
+            as_text(&mut with, &[&["headers", "*"]]);
             let w: WebhookSendWith = parse_with("webhook.send", with)?;
             let url = reqwest::Url::parse(&w.url)
                 .map_err(|e| StepError::config(format!("`{}` is not a valid URL: {e}", w.url)))?;

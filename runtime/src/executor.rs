@@ -1,0 +1,1016 @@
+//! The executor: the one DAG engine over any [`Store`]. It starts runs, executes claimed tasks (conditions,
+//! fan-out, templates, the step kind under a timeout), and commits each result together with the successors
+//! it makes ready; it owns retries (SPEC section 5), dead letters, skips, failure handling and replays.
+
+use crate::model::*;
+use crate::store::{now_ms, Store, StoreError};
+use serde_json::{json, Map, Value};
+use sluice_connectors::egress::Egress;
+use sluice_connectors::{Connector, Outcome, StepCx, StepError};
+use sluice_engine::compile::{Plan, PlanStep};
+use sluice_engine::model::{Condition, ErrorClass, ForEach};
+use sluice_engine::template::{Ambient, Renderer, Scope};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most items one `for_each` may fan out to (SPEC section 2).
+pub const MAX_ITEMS: usize = 10_000;
+/// Largest output a step may produce, serialized (SPEC section 2).
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// Secrets of tenants, as templates see them (`secrets.NAME`).
+pub trait Secrets: Send + Sync {
+    fn for_tenant(&self, tenant: &str) -> HashMap<String, String>;
+}
+
+/// A fixed set of secrets for every tenant (`sluice run --secret NAME=VALUE`).
+pub struct StaticSecrets(pub HashMap<String, String>);
+
+impl Secrets for StaticSecrets {
+    fn for_tenant(&self, _tenant: &str) -> HashMap<String, String> {
+        self.0.clone()
+    }
+}
+
+/// Where `emit` steps send their events: the tenant's pipelines with a matching `event` trigger.
+#[async_trait::async_trait]
+pub trait Events: Send + Sync {
+    /// Starts the matching pipelines; answers the ids of the runs started.
+    async fn emit(&self, tenant: &str, event_type: &str, id: &str, data: &Value) -> Result<Vec<String>, String>;
+}
+
+/// Events of a single pipeline run (`sluice run`): no other pipeline exists, so an event starts none.
+pub struct NoOtherPipelines;
+
+#[async_trait::async_trait]
+impl Events for NoOtherPipelines {
+    async fn emit(&self, _tenant: &str, _event_type: &str, _id: &str, _data: &Value) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// Settings of an executor.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a claimed task stays leased without a heartbeat before another worker may run it.
+    pub lease: Duration,
+    pub egress: Egress,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { lease: Duration::from_secs(30), egress: Egress::PublicOnly }
+    }
+}
+
+/// Why an operation on runs failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no such run")]
+    NoSuchRun,
+    #[error("no such dead letter")]
+    NoSuchDeadLetter,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The executor. Cheap to share (`Arc`); every worker of a process uses one.
+pub struct Executor {
+    store: Arc<dyn Store>,
+    connectors: HashMap<&'static str, Arc<dyn Connector>>,
+    renderer: Renderer,
+    secrets: Arc<dyn Secrets>,
+    events: Arc<dyn Events>,
+    http: reqwest::Client,
+    http_no_redirect: reqwest::Client,
+    config: Config,
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
+}
+
+fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new())
+}
+
+fn class_name(c: ErrorClass) -> String {
+    c.as_str().to_string()
+}
+
+/// The result of one attempt, before it is committed.
+enum Attempted {
+    Done(Outcome),
+    Failed(StepError),
+}
+
+impl Executor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connectors: Vec<Arc<dyn Connector>>,
+        secrets: Arc<dyn Secrets>,
+        events: Arc<dyn Events>,
+        config: Config,
+    ) -> Result<Executor, String> {
+        let http = sluice_connectors::egress::client(config.egress, true)?;
+        let http_no_redirect = sluice_connectors::egress::client(config.egress, false)?;
+        Ok(Executor {
+            store,
+            connectors: connectors.into_iter().map(|c| (c.name(), c)).collect(),
+            renderer: Renderer::new(),
+            secrets,
+            events,
+            http,
+            http_no_redirect,
+            config,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.config.lease
+    }
+
+    /// Starts a run of `plan`: stores it with its trigger and makes its first steps runnable. The run is durable
+    /// when this returns.
+    pub async fn start_run(
+        &self,
+        tenant: &str,
+        plan: &Plan,
+        version: u32,
+        trigger: Value,
+    ) -> Result<String, ExecError> {
+        let id = new_id("run");
+        let now = now_ms();
+        let header = RunHeader {
+            id: id.clone(),
+            pipeline: plan.name.clone(),
+            version,
+            tenant: tenant.to_string(),
+            status: RunStatus::Queued,
+            trigger,
+            started_at: rfc3339(now),
+            started_at_ms: now,
+            finished_at: None,
+            error: None,
+            reason: None,
+        };
+        let ready = plan.steps.iter().filter(|s| s.needs.is_empty()).map(|s| TaskRef::step(&id, &s.id)).collect();
+        let plan_json = serde_json::to_value(plan).map_err(|e| ExecError::Invalid(e.to_string()))?;
+        self.store.create_run(tenant, &NewRun { header, plan: plan_json, ready }).await?;
+        Ok(id)
+    }
+
+    async fn plan_of(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, Arc<Plan>)>, StoreError> {
+        let cache_key = format!("{tenant}|{run}");
+        let cached = self.plans.lock().ok().and_then(|m| m.get(&cache_key).cloned());
+        let Some((header, plan_json)) = self.store.run(tenant, run).await? else { return Ok(None) };
+        let plan = match cached {
+            Some(p) => p,
+            None => {
+                let p: Plan = serde_json::from_value(plan_json)
+                    .map_err(|e| StoreError::Corrupt(format!("plan of {run}: {e}")))?;
+                let p = Arc::new(p);
+                if let Ok(mut m) = self.plans.lock() {
+                    if m.len() > 10_000 {
+                        m.clear();
+                    }
+                    m.insert(cache_key, p.clone());
+                }
+                p
+            }
+        };
+        Ok(Some((header, plan)))
+    }
+
+    /// Runs one claimed task to its next durable state. Errors are store errors: the task stays claimed and runs
+    /// again when its lease ends.
+    pub async fn handle(&self, claimed: &Claimed) -> Result<(), StoreError> {
+        let tenant = claimed.tenant.as_str();
+        let task = &claimed.task;
+        let release = |mut c: Commit| {
+            c.release = true;
+            c
+        };
+        let Some((mut header, plan)) = self.plan_of(tenant, &task.run).await? else {
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            return Ok(());
+        };
+        let on_failure = plan.on_failure.iter().any(|s| s.id == task.step);
+        let Some(step) = plan.step(&task.step).cloned() else {
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            return Ok(());
+        };
+        if header.status == RunStatus::Queued {
+            let mut running = header.clone();
+            running.status = RunStatus::Running;
+            self.store
+                .commit(
+                    tenant,
+                    &header.id,
+                    None,
+                    Commit { run: Some((RunStatus::Queued, running.clone())), ..Commit::default() },
+                )
+                .await?;
+            header = running;
+        }
+        let key = task.state_key();
+        let state =
+            self.store.states(tenant, &task.run, std::slice::from_ref(&key)).await?.pop().flatten().unwrap_or_default();
+        if state.status.is_terminal() {
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            return Ok(());
+        }
+        // A run that stopped cancels its remaining main steps; `on_failure` steps run only in a failed run.
+        let stopped = if on_failure { header.status != RunStatus::Failed } else { header.status.is_terminal() };
+        if stopped {
+            let status =
+                if header.reason.as_deref() == Some("filtered") { StepStatus::Skipped } else { StepStatus::Cancelled };
+            let mut c = Commit::default();
+            if task.index.is_none() {
+                c.states.push((key, StepState { status, output: Value::Null, ..state }));
+                c.terminal.push(step.id.clone());
+            }
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
+            return Ok(());
+        }
+        let now = now_ms();
+        // A delay that is over.
+        if state.status == StepStatus::Waiting && task.index.is_none() && step.uses == "delay" {
+            let until = state.wait_until.unwrap_or(0);
+            if now + 1 >= until {
+                return self.succeed(claimed, &header, &plan, &step, state, Value::Null, None).await;
+            }
+            let c = Commit { schedule: Some((task.clone(), until)), ..Commit::default() };
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
+            return Ok(());
+        }
+
+        // The steps this one reads: its dependencies, or for `on_failure` steps every main step.
+        let read_ids: Vec<String> = if on_failure {
+            plan.steps.iter().map(|s| s.id.clone()).chain(step.needs.iter().cloned()).collect()
+        } else {
+            step.needs.clone()
+        };
+        let dep_states = self.store.states(tenant, &task.run, &read_ids).await?;
+        let deps: HashMap<String, StepState> =
+            read_ids.iter().cloned().zip(dep_states).map(|(k, v)| (k, v.unwrap_or_default())).collect();
+        let secrets = self.secrets.for_tenant(tenant);
+
+        if task.index.is_none() {
+            // Skip propagation: a step whose every dependency was skipped is skipped too.
+            if !step.needs.is_empty()
+                && step.needs.iter().all(|n| deps.get(n).is_some_and(|s| s.status == StepStatus::Skipped))
+            {
+                return self.skip(claimed, &plan, &step, state, "every dependency was skipped").await;
+            }
+        }
+        let attempt_no = state.attempts.len() as u32 + 1;
+        let scope = self.scope(&header, &plan, &deps, &secrets, attempt_no, None);
+        let amb = Ambient {
+            now: chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default(),
+            seed: rand::random(),
+        };
+
+        if task.index.is_none() {
+            if let Some(cond) = &step.condition {
+                let truth = match cond {
+                    Condition::Bool(b) => Ok(*b),
+                    Condition::Expr(e) => self.renderer.condition(e, &scope(None), &amb),
+                };
+                match truth {
+                    Ok(false) => return self.skip(claimed, &plan, &step, state, "`if` was false").await,
+                    Ok(true) => {}
+                    Err(e) => {
+                        let err = StepError::new(ErrorClass::Template, format!("`if`: {}", e.message));
+                        return self.fail(claimed, &header, &plan, &step, state, now, err, Value::Null).await;
+                    }
+                }
+            }
+            if let Some(fe) = &step.for_each {
+                return self.fan_out(claimed, &header, &plan, &step, state, fe, &scope(None), &amb, now).await;
+            }
+        }
+
+        // An item of a `for_each`: its value comes from the list stored at fan-out.
+        let item = match task.index {
+            Some(i) => {
+                let list_key = format!("{}@list", step.id);
+                let list =
+                    self.store.states(tenant, &task.run, &[list_key]).await?.pop().flatten().unwrap_or_default().output;
+                Some((list.get(i as usize).cloned().unwrap_or(Value::Null), i))
+            }
+            None => None,
+        };
+        let scope = scope(item);
+        let rendered = self.render_with(&step, &scope, &amb);
+        let (with, attempted) = match rendered {
+            Ok(with) => {
+                let out = self.attempt(claimed, &step, &with, attempt_no, now).await;
+                (with, out)
+            }
+            Err(e) => (Value::Null, Attempted::Failed(e)),
+        };
+        let redacted_with =
+            sluice_engine::template::redact_json(&with, &secrets.values().map(String::as_str).collect::<Vec<_>>());
+        match attempted {
+            Attempted::Done(outcome) => {
+                let mut state = state;
+                state.attempts.push(Attempt {
+                    number: attempt_no,
+                    started_at: rfc3339(now),
+                    finished_at: rfc3339(now_ms()),
+                    error: None,
+                });
+                match outcome {
+                    Outcome::Output(v) => {
+                        let v = sluice_engine::template::redact_json(
+                            &v,
+                            &secrets.values().map(String::as_str).collect::<Vec<_>>(),
+                        );
+                        if serde_json::to_vec(&v).map_or(0, |b| b.len()) > MAX_OUTPUT {
+                            state.attempts.pop();
+                            let err = StepError::config(
+                                "the step's output is larger than 1 MiB; a step's output may be at most 1 MiB",
+                            );
+                            return self.fail(claimed, &header, &plan, &step, state, now, err, redacted_with).await;
+                        }
+                        self.succeed(claimed, &header, &plan, &step, state, v, None).await
+                    }
+                    Outcome::Emit { id, event_type, data } => {
+                        if let Err(e) = self.events.emit(tenant, &event_type, &id, &data).await {
+                            state.attempts.pop();
+                            let err = StepError::new(ErrorClass::Network, format!("emitting `{event_type}`: {e}"));
+                            return self.fail(claimed, &header, &plan, &step, state, now, err, redacted_with).await;
+                        }
+                        self.succeed(claimed, &header, &plan, &step, state, Value::String(id), None).await
+                    }
+                    Outcome::Filtered => self.filtered(claimed, &header, &plan, &step, state).await,
+                    Outcome::WaitUntil(until) => {
+                        state.status = StepStatus::Waiting;
+                        state.wait_until = Some(until);
+                        // The wait is one attempt in all: forget this entry, the final success records it.
+                        state.attempts.pop();
+                        let c = Commit {
+                            states: vec![(task.state_key(), state)],
+                            schedule: Some((task.clone(), until)),
+                            release: true,
+                            ..Commit::default()
+                        };
+                        self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+                        Ok(())
+                    }
+                }
+            }
+            Attempted::Failed(e) => {
+                let e = StepError { message: scope.redact(&e.message), ..e };
+                self.fail(claimed, &header, &plan, &step, state, now, e, redacted_with).await
+            }
+        }
+    }
+
+    /// The template scope of a step (SPEC section 3).
+    fn scope<'a>(
+        &'a self,
+        header: &'a RunHeader,
+        plan: &'a Plan,
+        deps: &'a HashMap<String, StepState>,
+        secrets: &'a HashMap<String, String>,
+        attempt: u32,
+        _unused: Option<()>,
+    ) -> impl Fn(Option<(Value, u32)>) -> Scope + 'a {
+        move |item| {
+            let mut steps = Map::new();
+            for (id, s) in deps {
+                steps.insert(
+                    id.clone(),
+                    json!({ "output": s.output, "status": status_name(s.status), "attempts": s.attempts.len() }),
+                );
+            }
+            let mut root = json!({
+                "trigger": header.trigger,
+                "steps": steps,
+                "vars": plan.vars,
+                "secrets": secrets,
+                "run": {
+                    "id": header.id, "pipeline": header.pipeline, "version": header.version,
+                    "tenant": header.tenant, "started_at": header.started_at, "attempt": attempt,
+                },
+            });
+            if let Some(err) = &header.error {
+                root["error"] = json!({ "step": err.step, "class": err.class, "message": err.message });
+            }
+            if let Some((v, i)) = item {
+                root["item"] = v;
+                root["index"] = json!(i);
+            }
+            Scope::new(root)
+        }
+    }
+
+    fn render_with(&self, step: &PlanStep, scope: &Scope, amb: &Ambient) -> Result<Value, StepError> {
+        let exprs = self.connectors.get(step.uses.as_str()).map_or(&[][..], |c| c.expression_fields());
+        let mut out = Map::new();
+        for (k, v) in step.with.as_object().into_iter().flatten() {
+            let rendered = match v {
+                Value::String(s) if exprs.contains(&k.as_str()) => self
+                    .renderer
+                    .condition(s, scope, amb)
+                    .map(Value::Bool)
+                    .map_err(|e| StepError::new(ErrorClass::Template, format!("`{k}`: {}", e.message)))?,
+                other => self
+                    .renderer
+                    .render_tree(other, scope, amb)
+                    .map_err(|e| StepError::new(ErrorClass::Template, format!("`with.{k}`: {}", e.message)))?,
+            };
+            out.insert(k.clone(), rendered);
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Runs the kind once under the attempt's timeout, renewing the lease meanwhile.
+    async fn attempt(&self, claimed: &Claimed, step: &PlanStep, with: &Value, attempt: u32, now: u64) -> Attempted {
+        let Some(kind) = self.connectors.get(step.uses.as_str()).cloned() else {
+            return Attempted::Failed(StepError::config(format!("unknown step kind `{}`", step.uses)));
+        };
+        let timeout = with
+            .get("timeout")
+            .and_then(Value::as_str)
+            .and_then(sluice_engine::model::Duration::parse)
+            .map_or(step.timeout.0, |d| d.0);
+        let task = &claimed.task;
+        let idempotency_key = match task.index {
+            Some(i) => format!("{}:{}:{i}", task.run, task.step),
+            None => format!("{}:{}", task.run, task.step),
+        };
+        let cx = StepCx {
+            tenant: claimed.tenant.clone(),
+            run_id: task.run.clone(),
+            step_id: task.step.clone(),
+            index: task.index,
+            attempt,
+            idempotency_key,
+            http: self.http.clone(),
+            http_no_redirect: self.http_no_redirect.clone(),
+            egress: self.config.egress,
+            timeout,
+            now_ms: now,
+        };
+        let run = kind.run(&cx, with.clone());
+        let lease_ms = self.config.lease.as_millis() as u64;
+        let renew_every = (self.config.lease / 3).max(Duration::from_millis(100));
+        let heartbeat = async {
+            let mut tick = tokio::time::interval(renew_every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.store.extend(&claimed.worker, std::slice::from_ref(claimed), lease_ms).await {
+                    tracing::warn!(error = %e, run = %task.run, step = %task.step, "cannot renew the lease");
+                }
+            }
+        };
+        let timed = tokio::time::timeout(timeout, run);
+        tokio::select! {
+            r = timed => match r {
+                Ok(Ok(outcome)) => Attempted::Done(outcome),
+                Ok(Err(e)) => Attempted::Failed(e),
+                Err(_) => Attempted::Failed(StepError::new(ErrorClass::Timeout, format!("the attempt took longer than its timeout of {}", sluice_engine::model::Duration(timeout)))),
+            },
+            () = heartbeat => Attempted::Failed(StepError::new(ErrorClass::Network, "lease renewal stopped")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fan_out(
+        &self,
+        claimed: &Claimed,
+        header: &RunHeader,
+        plan: &Plan,
+        step: &PlanStep,
+        state: StepState,
+        fe: &ForEach,
+        scope: &Scope,
+        amb: &Ambient,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let list = match fe {
+            ForEach::List(items) => Ok(Value::Array(items.clone())),
+            ForEach::Template(t) => self
+                .renderer
+                .render(t, scope, amb)
+                .map_err(|e| StepError::new(ErrorClass::Template, format!("`for_each`: {}", e.message))),
+        };
+        let items = match list {
+            Ok(Value::Array(items)) => items,
+            Ok(other) => {
+                let err = StepError::new(
+                    ErrorClass::Template,
+                    format!("`for_each` must yield a list, found {}", kind_of(&other)),
+                );
+                return self.fail(claimed, header, plan, step, state, now, err, Value::Null).await;
+            }
+            Err(e) => return self.fail(claimed, header, plan, step, state, now, e, Value::Null).await,
+        };
+        if items.len() > MAX_ITEMS {
+            let err =
+                StepError::config(format!("`for_each` yielded {} items; at most {MAX_ITEMS} are allowed", items.len()));
+            return self.fail(claimed, header, plan, step, state, now, err, Value::Null).await;
+        }
+        if items.is_empty() {
+            return self.succeed(claimed, header, plan, step, state, Value::Array(Vec::new()), None).await;
+        }
+        let n = items.len() as u32;
+        let window = step.concurrency.max(1).min(n);
+        let run = &claimed.task.run;
+        let c = Commit {
+            states: vec![
+                (step.id.clone(), StepState { status: StepStatus::Running, items: Some(n), ..state }),
+                (
+                    format!("{}@list", step.id),
+                    StepState { status: StepStatus::Succeeded, output: Value::Array(items), ..StepState::default() },
+                ),
+            ],
+            enqueue: (0..window).map(|i| TaskRef::item(run, &step.id, i)).collect(),
+            release: true,
+            ..Commit::default()
+        };
+        self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        Ok(())
+    }
+
+    /// Commits a success: the step (or item) and the successors it makes ready; finishes the run when it was
+    /// the last step.
+    #[allow(clippy::too_many_arguments)]
+    async fn succeed(
+        &self,
+        claimed: &Claimed,
+        header: &RunHeader,
+        plan: &Plan,
+        step: &PlanStep,
+        mut state: StepState,
+        output: Value,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        state.status = StepStatus::Succeeded;
+        state.output = output;
+        state.wait_until = None;
+        state.reason = reason;
+        match claimed.task.index {
+            None => {
+                let c = Commit {
+                    states: vec![(step.id.clone(), state)],
+                    terminal: vec![step.id.clone()],
+                    candidates: self.candidates(plan, &claimed.task.run, &step.id),
+                    release: true,
+                    ..Commit::default()
+                };
+                let r = self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+                self.maybe_finish(&claimed.tenant, header, plan, r).await
+            }
+            Some(i) => self.item_finished(claimed, header, plan, step, i, state).await,
+        }
+    }
+
+    /// An item is done (succeeded, or failed with `continue_on_error`): start the next, finish the step when
+    /// it was the last.
+    async fn item_finished(
+        &self,
+        claimed: &Claimed,
+        header: &RunHeader,
+        plan: &Plan,
+        step: &PlanStep,
+        index: u32,
+        state: StepState,
+    ) -> Result<(), StoreError> {
+        let tenant = claimed.tenant.as_str();
+        let run = claimed.task.run.as_str();
+        let total = self
+            .store
+            .states(tenant, run, std::slice::from_ref(&step.id))
+            .await?
+            .pop()
+            .flatten()
+            .and_then(|s| s.items)
+            .unwrap_or(0);
+        let next = index + step.concurrency.max(1);
+        let c = Commit {
+            states: vec![(claimed.task.state_key(), state)],
+            item_done: Some((step.id.clone(), index)),
+            enqueue: if next < total { vec![TaskRef::item(run, &step.id, next)] } else { Vec::new() },
+            release: true,
+            ..Commit::default()
+        };
+        let r = self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+        if r.items_done < total {
+            return Ok(());
+        }
+        // The last item: the step's output is the list of item outputs, in item order.
+        let keys: Vec<String> = (0..total).map(|i| state_key(&step.id, Some(i))).collect();
+        let items = self.store.states(tenant, run, &keys).await?;
+        let outputs: Vec<Value> = items.iter().map(|s| s.as_ref().map_or(Value::Null, |s| s.output.clone())).collect();
+        let attempts: Vec<Attempt> = Vec::new();
+        let step_state = StepState {
+            status: StepStatus::Succeeded,
+            output: Value::Array(outputs),
+            attempts,
+            items: Some(total),
+            ..StepState::default()
+        };
+        let c = Commit {
+            states: vec![(step.id.clone(), step_state)],
+            terminal: vec![step.id.clone()],
+            candidates: self.candidates(plan, run, &step.id),
+            ..Commit::default()
+        };
+        let r = self.store.commit(tenant, run, None, c).await?;
+        self.maybe_finish(tenant, header, plan, r).await
+    }
+
+    /// The steps waiting for `done`, each with everything it waits for.
+    fn candidates(&self, plan: &Plan, run: &str, done: &str) -> Vec<(TaskRef, Vec<String>)> {
+        plan.dependants(done).into_iter().map(|s| (TaskRef::step(run, &s.id), s.needs.clone())).collect()
+    }
+
+    /// Marks the run succeeded when every main step is terminal.
+    async fn maybe_finish(
+        &self,
+        tenant: &str,
+        header: &RunHeader,
+        plan: &Plan,
+        r: CommitResult,
+    ) -> Result<(), StoreError> {
+        if (r.terminal as usize) < plan.steps.len() {
+            return Ok(());
+        }
+        let mut done = header.clone();
+        done.status = RunStatus::Succeeded;
+        done.finished_at = Some(rfc3339(now_ms()));
+        self.store
+            .commit(tenant, &header.id, None, Commit { run: Some((RunStatus::Running, done)), ..Commit::default() })
+            .await?;
+        Ok(())
+    }
+
+    async fn skip(
+        &self,
+        claimed: &Claimed,
+        plan: &Plan,
+        step: &PlanStep,
+        state: StepState,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let header = self.plan_of(&claimed.tenant, &claimed.task.run).await?.map(|(h, _)| h);
+        let c = Commit {
+            states: vec![(
+                step.id.clone(),
+                StepState { status: StepStatus::Skipped, output: Value::Null, reason: Some(why.into()), ..state },
+            )],
+            terminal: vec![step.id.clone()],
+            candidates: self.candidates(plan, &claimed.task.run, &step.id),
+            release: true,
+            ..Commit::default()
+        };
+        let r = self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        match header {
+            Some(h) => self.maybe_finish(&claimed.tenant, &h, plan, r).await,
+            None => Ok(()),
+        }
+    }
+
+    /// `filter` said no: the run succeeds with reason `filtered`; steps not yet finished are skipped.
+    async fn filtered(
+        &self,
+        claimed: &Claimed,
+        header: &RunHeader,
+        plan: &Plan,
+        step: &PlanStep,
+        mut state: StepState,
+    ) -> Result<(), StoreError> {
+        state.status = StepStatus::Succeeded;
+        state.output = Value::Null;
+        state.reason = Some("filtered".into());
+        let mut c = Commit {
+            states: vec![(step.id.clone(), state)],
+            terminal: vec![step.id.clone()],
+            release: true,
+            ..Commit::default()
+        };
+        let all = self.store.all_states(&claimed.tenant, &claimed.task.run).await?;
+        let known: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
+        for s in &plan.steps {
+            if s.id != step.id && !known.get(s.id.as_str()).is_some_and(|st| st.status.is_terminal()) {
+                let prev = known.get(s.id.as_str()).map(|st| (*st).clone()).unwrap_or_default();
+                c.states.push((
+                    s.id.clone(),
+                    StepState {
+                        status: StepStatus::Skipped,
+                        output: Value::Null,
+                        reason: Some("filtered".into()),
+                        ..prev
+                    },
+                ));
+                c.terminal.push(s.id.clone());
+            }
+        }
+        let mut done = header.clone();
+        done.status = RunStatus::Succeeded;
+        done.reason = Some("filtered".into());
+        done.finished_at = Some(rfc3339(now_ms()));
+        c.run = Some((RunStatus::Running, done));
+        self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        Ok(())
+    }
+
+    /// A failed attempt: retried per the step's policy, or failed for good (a dead letter), failing the run
+    /// unless `continue_on_error`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail(
+        &self,
+        claimed: &Claimed,
+        header: &RunHeader,
+        plan: &Plan,
+        step: &PlanStep,
+        mut state: StepState,
+        started: u64,
+        err: StepError,
+        inputs: Value,
+    ) -> Result<(), StoreError> {
+        let tenant = claimed.tenant.as_str();
+        let task = &claimed.task;
+        let finished = now_ms();
+        let number = state.attempts.len() as u32 + 1;
+        let error = ErrorRecord { class: class_name(err.class), message: err.message.clone() };
+        state.attempts.push(Attempt {
+            number,
+            started_at: rfc3339(started),
+            finished_at: rfc3339(finished),
+            error: Some(error.clone()),
+        });
+        if step.retry.retries(err.class, number) {
+            let delay = step.retry.delay_ms(number, state.last_delay_ms, rand::random::<f64>(), err.retry_after_ms);
+            let at = finished + delay;
+            state.status = StepStatus::Retrying;
+            state.wait_until = Some(at);
+            state.last_delay_ms = Some(delay);
+            let c = Commit {
+                states: vec![(task.state_key(), state)],
+                schedule: Some((task.clone(), at)),
+                release: true,
+                ..Commit::default()
+            };
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+            tracing::info!(tenant, run = %task.run, step = %task.step, attempt = number, delay_ms = delay, class = %error.class, "step failed; retrying");
+            return Ok(());
+        }
+        let dl = DeadLetter {
+            id: new_id("dl"),
+            tenant: tenant.to_string(),
+            run_id: task.run.clone(),
+            step: task.step.clone(),
+            index: task.index,
+            inputs,
+            error: error.clone(),
+            attempts: state.attempts.clone(),
+            created_at: rfc3339(finished),
+        };
+        tracing::warn!(tenant, run = %task.run, step = %task.step, class = %error.class, "step failed for good: {}", error.message);
+        state.status = StepStatus::Failed;
+        state.output = Value::Null;
+        state.wait_until = None;
+        state.dead_letter = Some(dl.id.clone());
+        if step.continue_on_error {
+            // Counts as finished: the run goes on.
+            return match task.index {
+                Some(i) => {
+                    self.store
+                        .commit(tenant, &task.run, None, Commit { dead_letter: Some(dl), ..Commit::default() })
+                        .await?;
+                    self.item_finished(claimed, header, plan, step, i, state).await
+                }
+                None => {
+                    let c = Commit {
+                        states: vec![(step.id.clone(), state)],
+                        terminal: vec![step.id.clone()],
+                        candidates: self.candidates(plan, &task.run, &step.id),
+                        dead_letter: Some(dl),
+                        release: true,
+                        ..Commit::default()
+                    };
+                    let r = self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+                    self.maybe_finish(tenant, header, plan, r).await
+                }
+            };
+        }
+        let on_failure = plan.on_failure.iter().any(|s| s.id == step.id);
+        let mut c = Commit { dead_letter: Some(dl), release: true, ..Commit::default() };
+        c.states.push((task.state_key(), state.clone()));
+        if task.index.is_some() {
+            let step_state = self
+                .store
+                .states(tenant, &task.run, std::slice::from_ref(&step.id))
+                .await?
+                .pop()
+                .flatten()
+                .unwrap_or_default();
+            c.states.push((
+                step.id.clone(),
+                StepState {
+                    status: StepStatus::Failed,
+                    output: Value::Null,
+                    dead_letter: state.dead_letter.clone(),
+                    ..step_state
+                },
+            ));
+        }
+        c.terminal.push(step.id.clone());
+        if on_failure {
+            // An `on_failure` step failing ends only itself; its dependants still run.
+            c.candidates = self.candidates(plan, &task.run, &step.id);
+            self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+            return Ok(());
+        }
+        // The run fails: steps not finished are cancelled, `on_failure` steps start.
+        let all = self.store.all_states(tenant, &task.run).await?;
+        let known: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
+        for s in &plan.steps {
+            if s.id != step.id && !known.get(s.id.as_str()).is_some_and(|st| st.status.is_terminal()) {
+                let prev = known.get(s.id.as_str()).map(|st| (*st).clone()).unwrap_or_default();
+                c.states.push((
+                    s.id.clone(),
+                    StepState { status: StepStatus::Cancelled, output: Value::Null, wait_until: None, ..prev },
+                ));
+                c.terminal.push(s.id.clone());
+            }
+        }
+        let mut failed = header.clone();
+        failed.status = RunStatus::Failed;
+        failed.error = Some(RunError { step: step.id.clone(), class: error.class, message: error.message });
+        failed.finished_at = Some(rfc3339(finished));
+        c.run = Some((RunStatus::Running, failed));
+        c.enqueue =
+            plan.on_failure.iter().filter(|s| s.needs.is_empty()).map(|s| TaskRef::step(&task.run, &s.id)).collect();
+        self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+        Ok(())
+    }
+
+    /// Cancels a run: its remaining steps are cancelled as workers reach them.
+    pub async fn cancel(&self, tenant: &str, run: &str) -> Result<RunStatus, ExecError> {
+        let (header, _) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
+        if header.status.is_terminal() {
+            return Ok(header.status);
+        }
+        let mut cancelled = header.clone();
+        cancelled.status = RunStatus::Cancelled;
+        cancelled.finished_at = Some(rfc3339(now_ms()));
+        self.store
+            .commit(tenant, run, None, Commit { run: Some((header.status, cancelled)), ..Commit::default() })
+            .await?;
+        let (now, _) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
+        Ok(now.status)
+    }
+
+    /// Replays a dead letter: the step runs again (same idempotency key), the run goes back to running and
+    /// continues downstream; steps that had succeeded are not run again.
+    pub async fn replay(&self, tenant: &str, dead_letter: &str) -> Result<String, ExecError> {
+        let dl = self
+            .store
+            .dead_letters(tenant)
+            .await?
+            .into_iter()
+            .find(|d| d.id == dead_letter)
+            .ok_or(ExecError::NoSuchDeadLetter)?;
+        let (header, plan) = self.plan_of(tenant, &dl.run_id).await?.ok_or(ExecError::NoSuchRun)?;
+        let all = self.store.all_states(tenant, &dl.run_id).await?;
+        let mut c = Commit::default();
+        let task = TaskRef { run: dl.run_id.clone(), step: dl.step.clone(), index: dl.index };
+        // The failed step (and its item) and every step the failure cancelled become pending again.
+        let mut reopen = vec![TaskRef::step(&dl.run_id, &dl.step)];
+        if dl.index.is_some() {
+            reopen.push(task.clone());
+        }
+        for (k, s) in &all {
+            if s.status == StepStatus::Cancelled && plan.steps.iter().any(|p| &p.id == k) {
+                reopen.push(TaskRef::step(&dl.run_id, k));
+            }
+        }
+        for t in &reopen {
+            let key = t.state_key();
+            let prev = all.iter().find(|(k, _)| k == &key).map(|(_, s)| s.clone()).unwrap_or_default();
+            c.states.push((
+                key,
+                StepState {
+                    status: StepStatus::Pending,
+                    output: Value::Null,
+                    dead_letter: None,
+                    wait_until: None,
+                    ..prev
+                },
+            ));
+        }
+        c.reopen = reopen;
+        if dl.index.is_some() {
+            // The step itself stays running (fanned out); only its item runs again.
+            if let Some(step_state) = all.iter().find(|(k, _)| k == &dl.step).map(|(_, s)| s.clone()) {
+                c.states.retain(|(k, _)| k != &dl.step);
+                c.states.push((
+                    dl.step.clone(),
+                    StepState { status: StepStatus::Running, dead_letter: None, ..step_state },
+                ));
+            }
+        }
+        c.schedule = Some((task, 0));
+        c.remove_dead_letter = Some(dl.id.clone());
+        let mut running = header.clone();
+        running.status = RunStatus::Running;
+        running.error = None;
+        running.finished_at = None;
+        c.run = Some((header.status, running));
+        self.store.commit(tenant, &dl.run_id, None, c).await?;
+        Ok(dl.run_id)
+    }
+
+    /// The run record of SPEC section 6.
+    pub async fn record(&self, tenant: &str, run: &str) -> Result<Value, ExecError> {
+        let (header, plan) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
+        let all = self.store.all_states(tenant, run).await?;
+        let states: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
+        let mut steps = Map::new();
+        for s in plan.steps.iter().chain(plan.on_failure.iter()) {
+            let st = states.get(s.id.as_str()).map(|s| (*s).clone()).unwrap_or_default();
+            let mut rec = json!({ "status": status_name(st.status), "output": st.output, "attempts": st.attempts });
+            if let Some(dl) = &st.dead_letter {
+                rec["dead_letter"] = json!(dl);
+            }
+            if let Some(r) = &st.reason {
+                rec["reason"] = json!(r);
+            }
+            if let Some(n) = st.items {
+                let items: Vec<Value> = (0..n)
+                    .map(|i| {
+                        let it = states.get(state_key(&s.id, Some(i)).as_str()).map(|s| (*s).clone()).unwrap_or_default();
+                        json!({ "index": i, "status": status_name(it.status), "output": it.output, "attempts": it.attempts })
+                    })
+                    .collect();
+                rec["items"] = Value::Array(items);
+            }
+            steps.insert(s.id.clone(), rec);
+        }
+        let mut out = json!({
+            "id": header.id, "pipeline": header.pipeline, "version": header.version, "tenant": header.tenant,
+            "status": header.status.as_str(), "trigger": header.trigger, "started_at": header.started_at,
+            "finished_at": header.finished_at, "error": header.error, "steps": steps,
+        });
+        if let Some(r) = &header.reason {
+            out["reason"] = json!(r);
+        }
+        Ok(out)
+    }
+
+    /// Whether a run is over: terminal, and (when failed) with its `on_failure` steps finished.
+    pub async fn is_finished(&self, tenant: &str, run: &str) -> Result<bool, ExecError> {
+        let (header, plan) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
+        if !header.status.is_terminal() {
+            return Ok(false);
+        }
+        if header.status != RunStatus::Failed || plan.on_failure.is_empty() {
+            return Ok(true);
+        }
+        let ids: Vec<String> = plan.on_failure.iter().map(|s| s.id.clone()).collect();
+        let states = self.store.states(tenant, run, &ids).await?;
+        Ok(states.iter().all(|s| s.as_ref().is_some_and(|s| s.status.is_terminal())))
+    }
+}
+
+pub fn status_name(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Pending => "pending",
+        StepStatus::Running => "running",
+        StepStatus::Retrying => "retrying",
+        StepStatus::Waiting => "waiting",
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Cancelled => "cancelled",
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

@@ -1,0 +1,78 @@
+-- Applies one change of a run atomically. KEYS: ready, timers, inflight, run (hash), states (hash),
+-- terminal (set), enqueued (set), items (set "step#i"), item counts (hash), dead letters (hash), dead letter
+-- index (zset). ARGV[1]: the change as JSON. Returns { items_done, terminal_count, run_written }.
+local c = cjson.decode(ARGV[1])
+local now = tonumber(c.now)
+local function push_once(task)
+  if redis.call('SADD', KEYS[7], task) == 1 then
+    redis.call('RPUSH', KEYS[1], task)
+  end
+end
+for _, r in ipairs(c.reopen or {}) do
+  -- r = { task, step, index or -1 }
+  if tonumber(r[3]) < 0 then
+    redis.call('SREM', KEYS[6], r[2])
+  elseif redis.call('SREM', KEYS[8], r[2] .. '#' .. r[3]) == 1 then
+    redis.call('HINCRBY', KEYS[9], r[2], -1)
+  end
+  redis.call('SREM', KEYS[7], r[1])
+end
+if c.states and #c.states > 0 then
+  local args = {}
+  for _, kv in ipairs(c.states) do
+    args[#args + 1] = kv[1]
+    args[#args + 1] = kv[2]
+  end
+  redis.call('HSET', KEYS[5], unpack(args))
+end
+if c.terminal and #c.terminal > 0 then
+  redis.call('SADD', KEYS[6], unpack(c.terminal))
+end
+local items_done = 0
+if c.item_done then
+  local member = c.item_done[1] .. '#' .. c.item_done[2]
+  if redis.call('SADD', KEYS[8], member) == 1 then
+    items_done = redis.call('HINCRBY', KEYS[9], c.item_done[1], 1)
+  else
+    items_done = tonumber(redis.call('HGET', KEYS[9], c.item_done[1]) or '0')
+  end
+end
+for _, cand in ipairs(c.candidates or {}) do
+  local deps = cand[2]
+  local all = true
+  if #deps > 0 then
+    local present = redis.call('SMISMEMBER', KEYS[6], unpack(deps))
+    for _, p in ipairs(present) do
+      if p == 0 then all = false break end
+    end
+  end
+  if all then push_once(cand[1]) end
+end
+for _, task in ipairs(c.enqueue or {}) do push_once(task) end
+if c.schedule then
+  local at = tonumber(c.schedule[2])
+  if at <= now then
+    redis.call('RPUSH', KEYS[1], c.schedule[1])
+  else
+    redis.call('ZADD', KEYS[2], at, c.schedule[1])
+  end
+end
+local written = 0
+if c.run then
+  if redis.call('HGET', KEYS[4], 'status') == c.run[1] then
+    redis.call('HSET', KEYS[4], 'status', c.run[2], 'header', c.run[3])
+    written = 1
+  end
+end
+if c.dead_letter then
+  redis.call('HSET', KEYS[10], c.dead_letter[1], c.dead_letter[3])
+  redis.call('ZADD', KEYS[11], c.dead_letter[2], c.dead_letter[1])
+end
+if c.remove_dead_letter then
+  redis.call('HDEL', KEYS[10], c.remove_dead_letter)
+  redis.call('ZREM', KEYS[11], c.remove_dead_letter)
+end
+if c.release then
+  redis.call('ZREM', KEYS[3], c.release)
+end
+return { items_done, redis.call('SCARD', KEYS[6]), written }

@@ -1,0 +1,70 @@
+//! The store: one trait, two implementations (an embedded SQLite file, and Redis shared by many processes).
+//!
+//! Every call takes the tenant first. The trait holds the few operations that must be atomic (create a run,
+//! claim a task under a lease, commit a step's result with its successors); the DAG logic above it is the
+//! executor's and is the same for both stores.
+
+pub mod redis;
+pub mod sqlite;
+
+use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState};
+use async_trait::async_trait;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("embedded store: {0}")]
+    Sqlite(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a lost connection), as opposed to a bug or corrupt data.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Redis(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `embedded` or `redis`, for logs and benchmarks.
+    fn name(&self) -> &'static str;
+
+    /// Stores a run (header and plan) and makes its first tasks runnable. Durable when it returns.
+    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<()>;
+
+    /// Claims the next runnable task, tenants served in turn, under a lease of `lease_ms` for `worker`.
+    /// Tasks whose lease expired (their worker died) and timers that came due are runnable again.
+    async fn claim(&self, worker: &str, lease_ms: u64) -> Result<Option<Claimed>>;
+
+    /// Waits until work may be available (a push wakes it) or `max` passes.
+    async fn wait_for_work(&self, max: Duration);
+
+    /// Extends the leases of tasks a worker is still running.
+    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<()>;
+
+    /// The run's header and plan snapshot.
+    async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, serde_json::Value)>>;
+
+    /// State documents by key (`step` or `step#index`); missing ones are `None`.
+    async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>>;
+
+    /// Every state document of a run.
+    async fn all_states(&self, tenant: &str, run: &str) -> Result<Vec<(String, StepState)>>;
+
+    /// Applies one change atomically (see [`Commit`]).
+    async fn commit(&self, tenant: &str, run: &str, claimed: Option<&Claimed>, c: Commit) -> Result<CommitResult>;
+
+    /// The tenant's dead letters, newest first.
+    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>>;
+}

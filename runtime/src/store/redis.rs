@@ -1,0 +1,355 @@
+//! The Redis store: many `sluice serve` and `sluice worker` processes share it.
+//!
+//! Every key of a tenant carries the hash tag `{t:<tenant>}` and every Lua script touches one tenant's keys
+//! only, so Redis Cluster needs no redesign. One script claims a task (promoting due timers and expired leases
+//! on the way) and one commits a step's result with the successors it makes ready. Tenants are served in turn
+//! through the `sl:active` sorted set (score: when the tenant next has work); workers wake on a pub/sub
+//! message instead of polling. Connection errors are returned, and the caller retries; nothing panics.
+
+use super::{now_ms, Result, Store, StoreError};
+use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState, TaskRef};
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const ACTIVE: &str = "sl:active";
+const WAKE: &str = "sl:wake";
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Key names of one tenant, all in one hash slot.
+struct Keys {
+    base: String,
+}
+
+impl Keys {
+    fn new(tenant: &str) -> Keys {
+        Keys { base: format!("sl:{{t:{tenant}}}") }
+    }
+    fn ready(&self) -> String {
+        format!("{}:ready", self.base)
+    }
+    fn timers(&self) -> String {
+        format!("{}:timers", self.base)
+    }
+    fn inflight(&self) -> String {
+        format!("{}:inflight", self.base)
+    }
+    fn run(&self, run: &str) -> String {
+        format!("{}:run:{run}", self.base)
+    }
+    fn run_part(&self, run: &str, part: &str) -> String {
+        format!("{}:run:{run}:{part}", self.base)
+    }
+    fn dead_letters(&self) -> String {
+        format!("{}:dl", self.base)
+    }
+    fn dead_letter_index(&self) -> String {
+        format!("{}:dlidx", self.base)
+    }
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    claim: Script,
+    commit: Script,
+    create: Script,
+    extend: Script,
+    notify: Arc<Notify>,
+    generation: Arc<AtomicU64>,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`). The connection reconnects by itself after errors.
+    pub async fn connect(url: &str) -> Result<RedisStore> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(err)?;
+        let notify = Arc::new(Notify::new());
+        let generation = Arc::new(AtomicU64::new(0));
+        tokio::spawn(listen(client, notify.clone(), generation.clone()));
+        Ok(RedisStore {
+            conn,
+            claim: Script::new(include_str!("lua/claim.lua")),
+            commit: Script::new(include_str!("lua/commit.lua")),
+            create: Script::new(include_str!("lua/create.lua")),
+            extend: Script::new(include_str!("lua/extend.lua")),
+            notify,
+            generation,
+        })
+    }
+
+    /// Announces work of `tenant` available at `at_ms`: the tenant enters the rotation, workers wake.
+    async fn announce(&self, tenant: &str, at_ms: u64) -> Result<()> {
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(ACTIVE)
+            .arg("LT")
+            .arg(at_ms)
+            .arg(tenant)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(WAKE)
+            .arg(tenant)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+}
+
+/// Wakes local waiters on every `sl:wake` message; resubscribes after connection errors.
+async fn listen(client: redis::Client, notify: Arc<Notify>, generation: Arc<AtomicU64>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut ps) => {
+                if ps.subscribe(WAKE).await.is_ok() {
+                    let mut msgs = ps.on_message();
+                    while msgs.next().await.is_some() {
+                        generation.fetch_add(1, Ordering::SeqCst);
+                        notify.notify_waiters();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "redis pub/sub unavailable; retrying"),
+        }
+        // Lost the subscription: wake everyone once (work may have arrived meanwhile), then resubscribe.
+        generation.fetch_add(1, Ordering::SeqCst);
+        notify.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<()> {
+        let k = Keys::new(tenant);
+        let header = serde_json::to_string(&run.header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let plan = serde_json::to_string(&run.plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut inv = self.create.prepare_invoke();
+        inv.key(k.ready()).key(k.run(&run.header.id)).key(k.run_part(&run.header.id, "enq"));
+        inv.arg(run.header.status.as_str()).arg(header).arg(plan);
+        for t in &run.ready {
+            inv.arg(t.encode());
+        }
+        let mut c = self.conn.clone();
+        inv.invoke_async::<i64>(&mut c).await.map_err(err)?;
+        self.announce(tenant, now_ms()).await
+    }
+
+    async fn claim(&self, worker: &str, lease_ms: u64) -> Result<Option<Claimed>> {
+        let mut c = self.conn.clone();
+        for _ in 0..8 {
+            let now = now_ms();
+            let picked: Vec<String> = c.zrangebyscore_limit(ACTIVE, "-inf", now, 0, 1).await.map_err(err)?;
+            let Some(tenant) = picked.into_iter().next() else { return Ok(None) };
+            // Take the tenant out of the rotation while claiming; a producer that adds work meanwhile puts it
+            // back, and so does this worker when work remains: nothing is stranded.
+            let removed: i64 = c.zrem(ACTIVE, &tenant).await.map_err(err)?;
+            if removed == 0 {
+                continue;
+            }
+            let k = Keys::new(&tenant);
+            let (task, next): (Option<String>, i64) = self
+                .claim
+                .key(k.ready())
+                .key(k.timers())
+                .key(k.inflight())
+                .arg(now)
+                .arg(now + lease_ms)
+                .arg(worker)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            if next >= 0 {
+                let _: i64 = redis::cmd("ZADD")
+                    .arg(ACTIVE)
+                    .arg("NX")
+                    .arg(next)
+                    .arg(&tenant)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)?;
+            }
+            if let Some(t) = task {
+                let task = TaskRef::decode(&t).ok_or_else(|| StoreError::Corrupt(format!("task {t:?}")))?;
+                return Ok(Some(Claimed { tenant, task, worker: worker.to_string() }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        let seen = self.generation.load(Ordering::SeqCst);
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        let mut c = self.conn.clone();
+        let first: redis::RedisResult<Vec<(String, f64)>> = c.zrange_withscores(ACTIVE, 0, 0).await;
+        let wait = match first.ok().and_then(|v| v.into_iter().next()) {
+            Some((_, at)) => Duration::from_millis((at as i64 - now_ms() as i64).max(0) as u64).min(max),
+            None => max,
+        };
+        if wait.is_zero() {
+            return;
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+    }
+
+    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<()> {
+        let mut c = self.conn.clone();
+        let until = now_ms() + lease_ms;
+        for cl in claims {
+            let k = Keys::new(&cl.tenant);
+            self.extend
+                .key(k.inflight())
+                .arg(until)
+                .arg(format!("{worker}\t{}", cl.task.encode()))
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, Value)>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let (header, plan): (Option<String>, Option<String>) =
+            redis::cmd("HMGET").arg(k.run(run)).arg("header").arg("plan").query_async(&mut c).await.map_err(err)?;
+        match (header, plan) {
+            (Some(h), Some(p)) => Ok(Some((parse(&h)?, parse(&p)?))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let docs: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(k.run_part(run, "states")).arg(keys).query_async(&mut c).await.map_err(err)?;
+        docs.into_iter().map(|d| d.map(|d| parse(&d)).transpose()).collect()
+    }
+
+    async fn all_states(&self, tenant: &str, run: &str) -> Result<Vec<(String, StepState)>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let all: Vec<(String, String)> = c.hgetall(k.run_part(run, "states")).await.map_err(err)?;
+        all.into_iter().map(|(key, d)| Ok((key, parse(&d)?))).collect()
+    }
+
+    async fn commit(&self, tenant: &str, run_id: &str, claimed: Option<&Claimed>, cm: Commit) -> Result<CommitResult> {
+        let now = now_ms();
+        let to_json = |v: &dyn erased::Ser| v.json();
+        let mut states = Vec::new();
+        for (key, s) in &cm.states {
+            states.push(json!([key, to_json(s)?]));
+        }
+        let candidates: Vec<Value> = cm.candidates.iter().map(|(t, deps)| json!([t.encode(), deps])).collect();
+        let woke_at = match &cm.schedule {
+            _ if !cm.enqueue.is_empty() || !cm.candidates.is_empty() => Some(now),
+            Some((_, at)) => Some((*at).max(now)),
+            None => None,
+        };
+        let mut payload = json!({
+            "now": now,
+            "states": states,
+            "terminal": cm.terminal,
+            "candidates": candidates,
+            "enqueue": cm.enqueue.iter().map(TaskRef::encode).collect::<Vec<_>>(),
+            "reopen": cm.reopen.iter().map(|t| json!([t.encode(), t.step, t.index.map_or(-1, i64::from)])).collect::<Vec<_>>(),
+        });
+        if let Some((step, idx)) = &cm.item_done {
+            payload["item_done"] = json!([step, idx]);
+        }
+        if let Some((t, at)) = &cm.schedule {
+            payload["schedule"] = json!([t.encode(), at]);
+        }
+        if let Some((expected, header)) = &cm.run {
+            payload["run"] = json!([expected.as_str(), header.status.as_str(), to_json(header)?]);
+        }
+        if let Some(dl) = &cm.dead_letter {
+            payload["dead_letter"] = json!([dl.id, now, to_json(dl)?]);
+        }
+        if let Some(id) = &cm.remove_dead_letter {
+            payload["remove_dead_letter"] = json!(id);
+        }
+        if let (true, Some(cl)) = (cm.release, claimed) {
+            payload["release"] = json!(format!("{}\t{}", cl.worker, cl.task.encode()));
+        }
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let (items_done, terminal, written): (u32, u32, i64) = self
+            .commit
+            .key(k.ready())
+            .key(k.timers())
+            .key(k.inflight())
+            .key(k.run(run_id))
+            .key(k.run_part(run_id, "states"))
+            .key(k.run_part(run_id, "terminal"))
+            .key(k.run_part(run_id, "enq"))
+            .key(k.run_part(run_id, "items"))
+            .key(k.run_part(run_id, "itemcount"))
+            .key(k.dead_letters())
+            .key(k.dead_letter_index())
+            .arg(payload.to_string())
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        if let Some(at) = woke_at {
+            self.announce(tenant, at).await?;
+        }
+        Ok(CommitResult { items_done, terminal, run_written: written == 1 })
+    }
+
+    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.zrevrange(k.dead_letter_index(), 0, -1).await.map_err(err)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(k.dead_letters()).arg(&ids).query_async(&mut c).await.map_err(err)?;
+        docs.into_iter().flatten().map(|d| parse(&d)).collect()
+    }
+}
+
+/// Serializing the documents of a commit to JSON text.
+mod erased {
+    use super::{Result, StoreError};
+    pub trait Ser {
+        fn json(&self) -> Result<String>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> Result<String> {
+            serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The embedded store: one SQLite file (WAL), every operation one transaction, wake-ups in process.
+//!
+//! Durable against a crash of the process: a commit that returned is on disk. Tenants are served in turn by
+//! a `served` counter; leases are timestamps, so a task whose worker died is claimed again when its lease ends.
+
+use super::{now_ms, Result, Store, StoreError};
+use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState, TaskRef};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = OFF;
+CREATE TABLE IF NOT EXISTS runs (tenant TEXT NOT NULL, id TEXT NOT NULL, status TEXT NOT NULL, header TEXT NOT NULL,
+  plan TEXT NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS states (tenant TEXT NOT NULL, run TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL,
+  PRIMARY KEY (tenant, run, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS terminal (tenant TEXT NOT NULL, run TEXT NOT NULL, step TEXT NOT NULL,
+  PRIMARY KEY (tenant, run, step)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS enqueued (tenant TEXT NOT NULL, run TEXT NOT NULL, task TEXT NOT NULL,
+  PRIMARY KEY (tenant, run, task)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items_done (tenant TEXT NOT NULL, run TEXT NOT NULL, step TEXT NOT NULL, idx INTEGER NOT NULL,
+  PRIMARY KEY (tenant, run, step, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, task TEXT NOT NULL,
+  run_at INTEGER NOT NULL, lease_until INTEGER, worker TEXT);
+CREATE INDEX IF NOT EXISTS queue_due ON queue (run_at);
+CREATE INDEX IF NOT EXISTS queue_task ON queue (tenant, task);
+CREATE TABLE IF NOT EXISTS served (tenant TEXT PRIMARY KEY, turn INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (tenant TEXT NOT NULL, id TEXT NOT NULL, created_ms INTEGER NOT NULL,
+  doc TEXT NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+";
+
+/// The embedded store.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    notify: Arc<Notify>,
+    generation: AtomicU64,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Sqlite(e.to_string())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in `dir/sluice.db`.
+    pub fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let conn = Connection::open(dir.join("sluice.db")).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            notify: Arc::new(Notify::new()),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().map_err(|_| err("the store's lock is poisoned"))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(err)?
+    }
+
+    fn wake(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+fn push(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef, at: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO queue (tenant, task, run_at) VALUES (?1, ?2, ?3)",
+        params![tenant, task.encode(), at as i64],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+fn push_once(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef) -> Result<bool> {
+    let n = tx
+        .execute(
+            "INSERT OR IGNORE INTO enqueued (tenant, run, task) VALUES (?1, ?2, ?3)",
+            params![tenant, task.run, task.encode()],
+        )
+        .map_err(err)?;
+    if n == 1 {
+        push(tx, tenant, task, 0)?;
+    }
+    Ok(n == 1)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<()> {
+        let (tenant, header, plan, ready) =
+            (tenant.to_string(), json(&run.header)?, json(&run.plan)?, run.ready.clone());
+        let (id, status) = (run.header.id.clone(), run.header.status.as_str());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            tx.execute(
+                "INSERT INTO runs (tenant, id, status, header, plan) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant, id, status, header, plan],
+            )
+            .map_err(err)?;
+            for t in &ready {
+                push_once(&tx, &tenant, t)?;
+            }
+            tx.commit().map_err(err)
+        })
+        .await?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn claim(&self, worker: &str, lease_ms: u64) -> Result<Option<Claimed>> {
+        let worker = worker.to_string();
+        self.with(move |c| {
+            let now = now_ms() as i64;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let row: Option<(i64, String, String)> = tx
+                .query_row(
+                    "SELECT q.seq, q.tenant, q.task FROM queue q LEFT JOIN served s ON s.tenant = q.tenant
+                     WHERE (q.lease_until IS NULL AND q.run_at <= ?1) OR q.lease_until <= ?1
+                     ORDER BY COALESCE(s.turn, 0), q.seq LIMIT 1",
+                    params![now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(err)?;
+            let Some((seq, tenant, task)) = row else { return Ok(None) };
+            tx.execute(
+                "UPDATE queue SET lease_until = ?1, worker = ?2 WHERE seq = ?3",
+                params![now + lease_ms as i64, worker, seq],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO served (tenant, turn) VALUES (?1, (SELECT COALESCE(MAX(turn), 0) + 1 FROM served))
+                 ON CONFLICT (tenant) DO UPDATE SET turn = (SELECT COALESCE(MAX(turn), 0) + 1 FROM served)",
+                params![tenant],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+            let task = TaskRef::decode(&task).ok_or_else(|| StoreError::Corrupt(format!("task {task:?}")))?;
+            Ok(Some(Claimed { tenant, task, worker }))
+        })
+        .await
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        let seen = self.generation.load(Ordering::SeqCst);
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        // Sleep no longer than the next timer or lease expiry.
+        let next = self
+            .with(|c| {
+                c.query_row("SELECT MIN(COALESCE(lease_until, run_at)) FROM queue", [], |r| r.get::<_, Option<i64>>(0))
+                    .map_err(err)
+            })
+            .await
+            .ok()
+            .flatten();
+        let wait = match next {
+            Some(at) => Duration::from_millis((at - now_ms() as i64).max(0) as u64).min(max),
+            None => max,
+        };
+        if wait.is_zero() {
+            return;
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+    }
+
+    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<()> {
+        let worker = worker.to_string();
+        let claims = claims.to_vec();
+        self.with(move |c| {
+            let until = (now_ms() + lease_ms) as i64;
+            let tx = c.transaction().map_err(err)?;
+            for cl in &claims {
+                tx.execute(
+                    "UPDATE queue SET lease_until = ?1 WHERE tenant = ?2 AND task = ?3 AND worker = ?4 AND lease_until IS NOT NULL",
+                    params![until, cl.tenant, cl.task.encode(), worker],
+                )
+                .map_err(err)?;
+            }
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, serde_json::Value)>> {
+        let (tenant, run) = (tenant.to_string(), run.to_string());
+        self.with(move |c| {
+            let row: Option<(String, String)> = c
+                .query_row("SELECT header, plan FROM runs WHERE tenant = ?1 AND id = ?2", params![tenant, run], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(err)?;
+            match row {
+                Some((h, p)) => Ok(Some((parse(&h)?, parse(&p)?))),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>> {
+        let (tenant, run, keys) = (tenant.to_string(), run.to_string(), keys.to_vec());
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT doc FROM states WHERE tenant = ?1 AND run = ?2 AND key = ?3").map_err(err)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let doc: Option<String> =
+                    stmt.query_row(params![tenant, run, k], |r| r.get(0)).optional().map_err(err)?;
+                out.push(match doc {
+                    Some(d) => Some(parse(&d)?),
+                    None => None,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn all_states(&self, tenant: &str, run: &str) -> Result<Vec<(String, StepState)>> {
+        let (tenant, run) = (tenant.to_string(), run.to_string());
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT key, doc FROM states WHERE tenant = ?1 AND run = ?2").map_err(err)?;
+            let rows = stmt
+                .query_map(params![tenant, run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, d) = row.map_err(err)?;
+                out.push((k, parse(&d)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn commit(&self, tenant: &str, run: &str, claimed: Option<&Claimed>, c: Commit) -> Result<CommitResult> {
+        let tenant = tenant.to_string();
+        let run_id = run.to_string();
+        let claimed = claimed.cloned();
+        let woke = !c.enqueue.is_empty() || !c.candidates.is_empty() || c.schedule.is_some();
+        let res = self
+            .with(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+                let mut result = CommitResult::default();
+                for t in &c.reopen {
+                    match t.index {
+                        None => tx.execute(
+                            "DELETE FROM terminal WHERE tenant = ?1 AND run = ?2 AND step = ?3",
+                            params![tenant, run_id, t.step],
+                        ),
+                        Some(i) => tx.execute(
+                            "DELETE FROM items_done WHERE tenant = ?1 AND run = ?2 AND step = ?3 AND idx = ?4",
+                            params![tenant, run_id, t.step, i],
+                        ),
+                    }
+                    .map_err(err)?;
+                    tx.execute(
+                        "DELETE FROM enqueued WHERE tenant = ?1 AND run = ?2 AND task = ?3",
+                        params![tenant, run_id, t.encode()],
+                    )
+                    .map_err(err)?;
+                }
+                for (key, state) in &c.states {
+                    tx.execute(
+                        "INSERT INTO states (tenant, run, key, doc) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (tenant, run, key) DO UPDATE SET doc = excluded.doc",
+                        params![tenant, run_id, key, json(state)?],
+                    )
+                    .map_err(err)?;
+                }
+                for step in &c.terminal {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO terminal (tenant, run, step) VALUES (?1, ?2, ?3)",
+                        params![tenant, run_id, step],
+                    )
+                    .map_err(err)?;
+                }
+                if let Some((step, idx)) = &c.item_done {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO items_done (tenant, run, step, idx) VALUES (?1, ?2, ?3, ?4)",
+                        params![tenant, run_id, step, idx],
+                    )
+                    .map_err(err)?;
+                    result.items_done = tx
+                        .query_row(
+                            "SELECT COUNT(*) FROM items_done WHERE tenant = ?1 AND run = ?2 AND step = ?3",
+                            params![tenant, run_id, step],
+                            |r| r.get::<_, u32>(0),
+                        )
+                        .map_err(err)?;
+                }
+                for (task, deps) in &c.candidates {
+                    let mut all = true;
+                    for d in deps {
+                        let found: Option<i64> = tx
+                            .query_row(
+                                "SELECT 1 FROM terminal WHERE tenant = ?1 AND run = ?2 AND step = ?3",
+                                params![tenant, run_id, d],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(err)?;
+                        if found.is_none() {
+                            all = false;
+                            break;
+                        }
+                    }
+                    if all {
+                        push_once(&tx, &tenant, task)?;
+                    }
+                }
+                for task in &c.enqueue {
+                    push_once(&tx, &tenant, task)?;
+                }
+                if let Some((task, at)) = &c.schedule {
+                    push(&tx, &tenant, task, *at)?;
+                }
+                if let Some((expected, header)) = &c.run {
+                    let n = tx
+                        .execute(
+                            "UPDATE runs SET header = ?1, status = ?2 WHERE tenant = ?3 AND id = ?4 AND status = ?5",
+                            params![json(header)?, header.status.as_str(), tenant, header.id, expected.as_str()],
+                        )
+                        .map_err(err)?;
+                    result.run_written = n == 1;
+                }
+                if let Some(dl) = &c.dead_letter {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO dead_letters (tenant, id, created_ms, doc) VALUES (?1, ?2, ?3, ?4)",
+                        params![tenant, dl.id, now_ms() as i64, json(dl)?],
+                    )
+                    .map_err(err)?;
+                }
+                if let Some(id) = &c.remove_dead_letter {
+                    tx.execute("DELETE FROM dead_letters WHERE tenant = ?1 AND id = ?2", params![tenant, id])
+                        .map_err(err)?;
+                }
+                if let (true, Some(cl)) = (c.release, &claimed) {
+                    tx.execute(
+                        "DELETE FROM queue WHERE tenant = ?1 AND task = ?2 AND worker = ?3 AND lease_until IS NOT NULL",
+                        params![tenant, cl.task.encode(), cl.worker],
+                    )
+                    .map_err(err)?;
+                }
+                result.terminal = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2",
+                        params![tenant, run_id],
+                        |r| r.get(0),
+                    )
+                    .map_err(err)?;
+                tx.commit().map_err(err)?;
+                Ok(result)
+            })
+            .await?;
+        if woke {
+            self.wake();
+        }
+        Ok(res)
+    }
+
+    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT doc FROM dead_letters WHERE tenant = ?1 ORDER BY created_ms DESC")
+                .map_err(err)?;
+            let rows = stmt.query_map(params![tenant], |r| r.get::<_, String>(0)).map_err(err)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(parse(&r.map_err(err)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
