@@ -64,35 +64,42 @@ pub enum Method {
 pub struct HttpWith {
     /// The request method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "GET"))]
+    #[schemars(extend("default" = "GET", "examples" = ["POST"]))]
     pub method: Option<Templated<Method>>,
     /// The URL, `http://` or `https://`; a template.
     #[schemars(extend("examples" = ["{{ vars.crm_base }}/users/{{ trigger.body.user_id }}"]))]
     pub url: String,
     /// Request headers; values are templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"accept": "application/json", "x-request-id": "{{ run.id }}"}]))]
     pub headers: Option<IndexMap<String, String>>,
     /// Query parameters, appended to the URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"email": "{{ trigger.body.email }}", "limit": 50}]))]
     pub query: Option<IndexMap<String, Value>>,
     /// A JSON body (any template tree). At most one of `body`, `form`, `raw`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"email": "{{ steps.shape.output.email }}", "plan": "{{ steps.shape.output.plan }}"}]))]
     pub body: Option<Value>,
     /// A form body (`application/x-www-form-urlencoded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"email": "{{ trigger.body.email }}", "source": "sluice"}]))]
     pub form: Option<IndexMap<String, Value>>,
     /// A raw text body, sent as is; set `content-type` in `headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["<contact><email>{{ trigger.body.email }}</email></contact>"]))]
     pub raw: Option<String>,
     /// How the request authenticates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"connection": "crm"}, {"bearer": "{{ secrets.API_TOKEN }}"}]))]
     pub auth: Option<Auth>,
     /// Statuses that count as success: a code, a range such as `"200-299"`, or a list of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "200-299"))]
+    #[schemars(extend("default" = "200-299", "examples" = [[200, 404]]))]
     pub expect_status: Option<ExpectStatus>,
     /// Bound of one attempt; overrides the step's `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "30s", "examples" = ["10s"]))]
     pub timeout: Option<Duration>,
 }
 
@@ -132,18 +139,26 @@ impl JsonSchema for Auth {
 /// HTTP basic authentication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("examples" = [{"username": "sluice", "password": "{{ secrets.CRM_PASSWORD }}"}]))]
 pub struct BasicAuth {
+    /// The user name; a template.
+    #[schemars(extend("examples" = ["sluice", "{{ secrets.CRM_USER }}"]))]
     pub username: String,
+    /// The password, usually `{{ secrets.NAME }}`.
+    #[schemars(extend("examples" = ["{{ secrets.CRM_PASSWORD }}"]))]
     pub password: String,
 }
 
 /// A custom header carrying a credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("examples" = [{"name": "x-api-key", "value": "{{ secrets.CRM_API_KEY }}"}]))]
 pub struct HeaderAuth {
     /// The header name, e.g. `x-api-key`.
+    #[schemars(extend("examples" = ["x-api-key"]))]
     pub name: String,
     /// The header value, usually `{{ secrets.NAME }}`.
+    #[schemars(extend("examples" = ["{{ secrets.CRM_API_KEY }}"]))]
     pub value: String,
 }
 
@@ -241,9 +256,11 @@ pub struct WebhookSendWith {
     pub event: String,
     /// The event data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["{{ steps.shape.output }}", {"email": "{{ steps.shape.output.email }}", "plan": "PRO"}]))]
     pub body: Option<Value>,
     /// Extra request headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"x-tenant": "acme"}]))]
     pub headers: Option<IndexMap<String, String>>,
 }
 
@@ -263,6 +280,7 @@ pub struct FilterWith {
 pub struct DelayWith {
     /// How long to wait.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["10m", "{{ trigger.body.wait }}"]))]
     pub duration: Option<Templated<Duration>>,
     /// When to continue: an RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,7 +307,7 @@ pub struct LogWith {
     pub message: String,
     /// The level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "info"))]
+    #[schemars(extend("default" = "info", "examples" = ["warn"]))]
     pub level: Option<Level>,
 }
 
@@ -303,5 +321,6 @@ pub struct EmitWith {
     pub event_type: String,
     /// The event's data: the started runs' `trigger.body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"user_id": "{{ trigger.body.user_id }}", "plan": "{{ steps.shape.output.plan }}"}]))]
     pub data: Option<Value>,
 }

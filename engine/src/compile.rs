@@ -7,14 +7,14 @@ use crate::diag::Diagnostic;
 use crate::model::{Backoff, Condition, Duration, ErrorClass, ForEach, Jitter, Pipeline, RetryConfig, Step, Trigger};
 use crate::validate::{dependencies, Validator};
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 /// A resolved retry policy (SPEC section 5).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -108,16 +108,16 @@ impl RetryPolicy {
 }
 
 /// One step of a plan, everything resolved.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanStep {
     pub id: String,
     pub uses: String,
     pub with: serde_json::Value,
     /// Every step this one waits for (explicit `needs` and template reads), in plan order.
     pub needs: Vec<String>,
-    #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Condition>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<ForEach>,
     pub concurrency: u32,
     pub continue_on_error: bool,
@@ -126,10 +126,10 @@ pub struct PlanStep {
 }
 
 /// A compiled pipeline: immutable, topologically ordered.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub triggers: Vec<Trigger>,
     pub vars: IndexMap<String, serde_json::Value>,
@@ -158,18 +158,19 @@ impl Plan {
             if st.condition.is_some() {
                 label.push_str(" · if");
             }
-            let _ = writeln!(s, "  {}[\"{}\"]", st.id, label.replace('"', "'"));
+            let _ = writeln!(s, "  s_{}[\"{}\"]", st.id, label.replace('"', "'"));
         };
         for st in &self.steps {
             node(&mut s, st);
         }
         for st in &self.steps {
             for n in &st.needs {
-                let _ = writeln!(s, "  {n} --> {}", st.id);
+                let _ = writeln!(s, "  s_{n} --> s_{}", st.id);
             }
         }
         if !self.on_failure.is_empty() {
-            s.push_str("  subgraph on_failure\n");
+            // Node ids carry a prefix so that step ids such as `end` or `on_failure` cannot clash with mermaid.
+            s.push_str("  subgraph failure_handlers[\"on_failure\"]\n");
             for st in &self.on_failure {
                 s.push_str("  ");
                 node(&mut s, st);
@@ -177,7 +178,7 @@ impl Plan {
             s.push_str("  end\n");
             for st in &self.on_failure {
                 for n in &st.needs {
-                    let _ = writeln!(s, "  {n} --> {}", st.id);
+                    let _ = writeln!(s, "  s_{n} --> s_{}", st.id);
                 }
             }
         }

@@ -90,6 +90,7 @@ codes! {
     DuplicateWebhookPath = "S2015", Error, "two pipelines of one tenant listen on the same webhook path";
     BadWith = "S2016", Error, "a step's `with` is invalid for its kind";
     DuplicateTrigger = "S2017", Error, "a trigger kind that may appear once appears twice";
+    DuplicatePipelineName = "S2018", Error, "two files of one tenant folder define the same pipeline name";
     TemplateSyntax = "S3001", Error, "a template does not parse";
     UnknownFilter = "S3002", Error, "a template uses a filter that does not exist";
     UnknownTest = "S3003", Error, "a template uses a test (`is ...`) that does not exist";

@@ -32,9 +32,10 @@ pub struct Pipeline {
     pub name: String,
     /// What the pipeline does, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["New sign-ups are enriched and pushed to the CRM"]))]
     pub description: Option<String>,
     /// What starts a run: at least one trigger, at most 50.
-    #[schemars(length(min = 1, max = 50))]
+    #[schemars(length(min = 1, max = 50), extend("examples" = [[{"webhook": {"path": "signups"}}, {"manual": {}}]]))]
     pub triggers: Vec<Trigger>,
     /// Constants readable in templates as `vars.NAME`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
@@ -42,12 +43,14 @@ pub struct Pipeline {
     pub vars: IndexMap<String, serde_json::Value>,
     /// Settings every step inherits unless it sets its own.
     #[serde(default, skip_serializing_if = "Defaults::is_empty")]
+    #[schemars(extend("examples" = [{"timeout": "30s", "retry": {"max_attempts": 5, "initial_delay": "500ms"}}]))]
     pub defaults: Defaults,
     /// The steps of the DAG, at least one, at most 500.
-    #[schemars(length(min = 1, max = 500))]
+    #[schemars(length(min = 1, max = 500), extend("examples" = [[{"id": "lookup", "uses": "http", "with": {"url": "{{ vars.crm_base }}/users/{{ trigger.body.user_id }}"}}]]))]
     pub steps: Vec<Step>,
     /// Steps that run once when the run fails, with `error` in scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("examples" = [[{"id": "alert", "uses": "http", "with": {"method": "POST", "url": "https://alerts.example/in", "body": {"run": "{{ run.id }}", "error": "{{ error.message }}"}}}]]))]
     pub on_failure: Vec<Step>,
 }
 
@@ -87,7 +90,7 @@ impl JsonSchema for Trigger {
             "properties": {
                 "webhook": webhook,
                 "schedule": schedule,
-                "manual": { "description": "Runs started by hand or by `POST /v1/pipelines/{name}/runs`; write `manual: {}`.", "anyOf": [manual, { "type": "null" }] },
+                "manual": { "description": "Runs started by hand or by `POST /v1/pipelines/{name}/runs`; write `manual: {}`.", "anyOf": [manual, { "type": "null" }], "examples": [{}] },
                 "event": event,
             },
             "additionalProperties": false,
@@ -101,12 +104,14 @@ impl JsonSchema for Trigger {
 /// A signed (or unsigned) inbound webhook: `POST /hooks/<tenant>/<path>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("examples" = [{"path": "signups", "verify": {"scheme": "standard-webhooks", "secret": "{{ secrets.SIGNUP_WHSEC }}"}}]))]
 pub struct WebhookTrigger {
     /// The path under `/hooks/<tenant>/`; unique in the tenant.
     #[schemars(regex(pattern = WEBHOOK_PATH_PATTERN), extend("examples" = ["signups"]))]
     pub path: String,
     /// How requests are verified; absent means unverified (a warning in `sluice validate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"scheme": "hmac-sha256", "secret": "{{ secrets.GITHUB_WHSEC }}", "header": "x-hub-signature-256"}]))]
     pub verify: Option<Verify>,
 }
 
@@ -115,6 +120,7 @@ pub struct WebhookTrigger {
 #[serde(deny_unknown_fields)]
 pub struct Verify {
     /// The signature scheme.
+    #[schemars(extend("examples" = ["standard-webhooks"]))]
     pub scheme: VerifyScheme,
     /// The signing secret, usually a template reading a tenant secret.
     #[schemars(extend("examples" = ["{{ secrets.SIGNUP_WHSEC }}"]))]
@@ -136,6 +142,7 @@ pub enum VerifyScheme {
 /// A cron schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("examples" = [{"cron": "*/15 * * * *", "timezone": "Europe/Berlin"}]))]
 pub struct ScheduleTrigger {
     /// A cron expression: 5 fields, or 6 with seconds first.
     #[schemars(extend("examples" = ["*/15 * * * *", "0 30 9 * * MON-FRI"]))]
@@ -146,6 +153,7 @@ pub struct ScheduleTrigger {
     pub timezone: Option<String>,
     /// The run's `trigger.body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"source": "nightly"}]))]
     pub input: Option<serde_json::Value>,
 }
 
@@ -157,6 +165,7 @@ pub struct ManualTrigger {}
 /// Runs started by `emit` steps of the same tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("examples" = [{"type": "user.created"}]))]
 pub struct EventTrigger {
     /// The event type to listen to.
     #[serde(rename = "type")]
@@ -170,10 +179,11 @@ pub struct EventTrigger {
 pub struct Defaults {
     /// Bound of one attempt of a step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "30s"))]
+    #[schemars(extend("default" = "30s", "examples" = ["30s", "2m"]))]
     pub timeout: Option<Duration>,
     /// Retry policy of every step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"max_attempts": 5, "backoff": "exponential", "initial_delay": "500ms", "factor": 2, "max_delay": "1m", "jitter": "full"}]))]
     pub retry: Option<RetryConfig>,
 }
 
@@ -193,27 +203,27 @@ pub struct RetryConfig {
     pub max_attempts: Option<u32>,
     /// How the delay grows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "exponential"))]
+    #[schemars(extend("default" = "exponential", "examples" = ["linear"]))]
     pub backoff: Option<Backoff>,
     /// Delay before the second attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "1s"))]
+    #[schemars(extend("default" = "1s", "examples" = ["500ms"]))]
     pub initial_delay: Option<Duration>,
     /// Growth factor for `exponential`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10), extend("default" = 2))]
+    #[schemars(range(min = 1, max = 10), extend("default" = 2, "examples" = [1.5]))]
     pub factor: Option<f64>,
     /// Cap of one delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "5m"))]
+    #[schemars(extend("default" = "5m", "examples" = ["1m"]))]
     pub max_delay: Option<Duration>,
     /// Randomisation of each delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "full"))]
+    #[schemars(extend("default" = "full", "examples" = ["equal"]))]
     pub jitter: Option<Jitter>,
     /// Error classes that are retried; `template` and `config` never are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = ["network", "timeout", "http_429", "http_5xx"]))]
+    #[schemars(extend("default" = ["network", "timeout", "http_429", "http_5xx"], "examples" = [["network", "timeout", "http_5xx"]]))]
     pub retry_on: Option<Vec<ErrorClass>>,
 }
 
@@ -275,16 +285,18 @@ pub struct Step {
     pub id: String,
     /// What the step does, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["Look the new user up in the CRM"]))]
     pub description: Option<String>,
     /// The step kind.
     #[schemars(extend("examples" = ["http"]))]
     pub uses: String,
     /// The kind's inputs; strings are templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"method": "GET", "url": "{{ vars.crm_base }}/users/{{ trigger.body.user_id }}", "auth": {"connection": "crm"}}]))]
     pub with: Option<serde_json::Value>,
     /// Steps that must finish first, beyond those the templates read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("items" = {"type": "string", "pattern": STEP_ID_PATTERN}))]
+    #[schemars(extend("items" = {"type": "string", "pattern": STEP_ID_PATTERN}, "examples" = [["lookup"]]))]
     pub needs: Vec<String>,
     /// Run the step only when this expression is true (braces optional); otherwise it is `skipped`.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
@@ -296,17 +308,19 @@ pub struct Step {
     pub for_each: Option<ForEach>,
     /// With `for_each`: at most this many items run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000), extend("examples" = [4]))]
+    #[schemars(range(min = 1, max = 1000), extend("default" = 10, "examples" = [4]))]
     pub concurrency: Option<u32>,
     /// A failed step counts as finished (status `failed`, output `null`) and the run goes on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schemars(extend("default" = false))]
+    #[schemars(extend("default" = false, "examples" = [true]))]
     pub continue_on_error: bool,
     /// Bound of one attempt; overrides `defaults.timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "30s", "examples" = ["2m"]))]
     pub timeout: Option<Duration>,
     /// Retry policy; each field overrides `defaults.retry`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = [{"max_attempts": 8}]))]
     pub retry: Option<RetryConfig>,
 }
 

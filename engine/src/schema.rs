@@ -437,7 +437,8 @@ impl SchemaChecker {
                     .iter()
                     .find(|(k, _)| k == r)
                     .and_then(|(_, i)| self.deref(*i).example.as_ref())
-                    .map(|e| format!("`{r}: {}`", yaml_value(e)))
+                    .and_then(short_example)
+                    .map(|e| format!("`{r}: {e}`"))
                     .unwrap_or_else(|| format!("`{r}:`"));
                 out.fail(|| {
                     Diagnostic::new(
@@ -502,8 +503,8 @@ impl SchemaChecker {
             format!("{} must be {what}, found {}", where_(path), node.describe()),
         )
         .label(format!("expected {what}"));
-        if let Some(ex) = &s.example {
-            d = d.hint(format!("for example `{}`", yaml_value(ex)));
+        if let Some(ex) = s.example.as_ref().and_then(short_example) {
+            d = d.hint(format!("for example `{ex}`"));
         } else if matches!(node.value, Value::Map(_)) && names == ["string"] {
             d = d.hint("if this is meant to be a template, quote it: \"{{ ... }}\"");
         }
@@ -614,6 +615,7 @@ fn article_list(names: &[&str]) -> String {
 }
 
 /// A value as it would be written in a pipeline: strings quoted where YAML needs it.
+/// A value as the user would write it in YAML: plain scalars where safe, flow style for lists and mappings.
 fn yaml_value(v: &J) -> String {
     match v {
         J::String(s) => {
@@ -621,6 +623,7 @@ fn yaml_value(v: &J) -> String {
                 && !s.contains("{{")
                 && !s.contains(": ")
                 && !s.contains(" #")
+                && !s.contains([',', '[', ']', '{', '}'])
                 && !s.starts_with(|c: char| "!&*-?{}[]|>'\"%@`#,".contains(c));
             if plain {
                 s.clone()
@@ -628,8 +631,18 @@ fn yaml_value(v: &J) -> String {
                 J::String(s.clone()).to_string()
             }
         }
+        J::Array(a) => format!("[{}]", a.iter().map(yaml_value).collect::<Vec<_>>().join(", ")),
+        J::Object(o) if o.is_empty() => "{}".to_string(),
+        J::Object(o) => {
+            format!("{{ {} }}", o.iter().map(|(k, v)| format!("{k}: {}", yaml_value(v))).collect::<Vec<_>>().join(", "))
+        }
         other => other.to_string(),
     }
+}
+
+/// An example short enough for a hint line.
+fn short_example(v: &J) -> Option<String> {
+    Some(yaml_value(v)).filter(|s| s.chars().count() <= 90)
 }
 
 fn show(v: &J) -> String {

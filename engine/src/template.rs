@@ -468,6 +468,22 @@ pub fn redact_json(v: &J, secrets: &[&str]) -> J {
     }
 }
 
+/// A buffer that refuses to grow past [`MAX_OUTPUT`].
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The template environment of SPEC section 3. Cheap to share; build it once.
 pub struct Renderer {
     env: Environment<'static>,
@@ -656,6 +672,9 @@ impl Renderer {
         if let Some((expr, _)) = whole_expression(src) {
             let compiled = self.env.compile_expression(expr).map_err(|e| self.fail(expr, e, scope, true))?;
             let v = compiled.eval(ctx).map_err(|e| self.fail(expr, e, scope, true))?;
+            if v.as_str().is_some_and(|s| s.len() > MAX_OUTPUT) {
+                return Err(RenderError { message: format!("template output is larger than {MAX_OUTPUT} bytes") });
+            }
             if v.is_undefined() {
                 return Err(RenderError {
                     message: missing_path(expr, scope.json(), true).unwrap_or_else(|| format!("`{expr}` is undefined")),
@@ -668,11 +687,16 @@ impl Renderer {
             }
             return Ok(j);
         }
-        let out = self.env.render_str(src, ctx).map_err(|e| self.fail(src, e, scope, false))?;
-        if out.len() > MAX_OUTPUT {
-            return Err(RenderError { message: format!("template output is larger than {MAX_OUTPUT} bytes") });
+        // Written through a bounded buffer: a loop that would print gigabytes stops at the limit.
+        let tmpl = self.env.template_from_str(src).map_err(|e| self.fail(src, e, scope, false))?;
+        let mut out = Bounded(Vec::new());
+        if let Err(e) = tmpl.render_captured_to(ctx, &mut out) {
+            if e.kind() == ErrorKind::WriteFailure || out.0.len() > MAX_OUTPUT {
+                return Err(RenderError { message: format!("template output is larger than {MAX_OUTPUT} bytes") });
+            }
+            return Err(self.fail(src, e, scope, false));
         }
-        Ok(J::String(out))
+        Ok(J::String(String::from_utf8_lossy(&out.0).into_owned()))
     }
 
     /// Renders every string of a tree (a step's `with`).
@@ -784,6 +808,19 @@ mod tests {
         check("n={{ trigger.body.n }}", json!("n=2"));
         check("{{ trigger.body.plan | upper }}", json!("PRO"));
         check("plain text", json!("plain text"));
+    }
+
+    #[test]
+    fn output_is_bounded_while_rendering() {
+        let r = Renderer::new();
+        // A loop printing 100 MB strings stops at the first one past 1 MiB, not after a thousand of them.
+        let t = std::time::Instant::now();
+        let e = r.render("{% for i in range(1000) %}{{ 'x' * 2000000 }}{% endfor %}", &scope(), &amb());
+        assert!(e.is_err_and(|e| e.message.contains("larger than")));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let e = r.render("{{ 'x' * 2000000 }}", &scope(), &amb());
+        assert!(e.is_err_and(|e| e.message.contains("larger than")));
+        check("{% for i in range(3) %}{{ i }}{% endfor %}", json!("012"));
     }
 
     #[test]

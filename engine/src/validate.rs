@@ -37,6 +37,8 @@ pub struct Checked {
     pub reads: HashMap<String, BTreeSet<String>>,
     /// Webhook paths with their spans, for checks across a tenant folder.
     pub webhook_paths: Vec<(String, Span)>,
+    /// Where the pipeline's `name` is, for checks across a tenant folder.
+    pub name_span: Option<Span>,
 }
 
 impl Checked {
@@ -84,6 +86,7 @@ impl Validator {
             pipeline: None,
             reads: HashMap::new(),
             webhook_paths: Vec::new(),
+            name_span: None,
         };
         let parsed = yaml::parse(src);
         c.diags.extend(parsed.diags);
@@ -125,8 +128,30 @@ impl Validator {
     pub fn check_all(&self, files: &[(String, String)]) -> Vec<Checked> {
         let mut out: Vec<Checked> = files.iter().map(|(f, s)| self.check(f, s)).collect();
         let mut seen: HashMap<(String, String), (String, Span)> = HashMap::new();
+        // A pipeline's name is its file's stem, so `x.yaml` and `x.json` in one folder name one pipeline twice.
+        let mut names: HashMap<(String, String), String> = HashMap::new();
         for c in &mut out {
             let dir = parent_dir(&c.file);
+            let base = c.file.get(dir.len()..).unwrap_or("").trim_start_matches(['/', '\\']);
+            let stem = base.rsplit_once('.').map_or(base, |(s, _)| s).to_string();
+            match names.get(&(dir.clone(), stem.clone())) {
+                Some(other) => {
+                    let at = c.name_span.unwrap_or(Span::point(diag::Pos { line: 1, col: 1, offset: 0 }));
+                    let mut d = Diagnostic::new(
+                        Code::DuplicatePipelineName,
+                        at,
+                        format!("the pipeline `{stem}` is also defined by {other}"),
+                    )
+                    .label("second definition of this pipeline")
+                    .hint("a tenant's pipeline names are unique: delete one of the two files, or rename it and its `name`");
+                    d.file = c.file.clone();
+                    c.diags.push(d);
+                    c.pipeline = None;
+                }
+                None => {
+                    names.insert((dir.clone(), stem), c.file.clone());
+                }
+            }
             for (path, span) in c.webhook_paths.clone() {
                 match seen.get(&(dir.clone(), path.clone())) {
                     Some((other, osp)) if other != &c.file => {
@@ -156,6 +181,7 @@ impl Validator {
     }
 
     fn meaning(&self, p: &Pipeline, root: &Node, file: &str, c: &mut Checked) {
+        c.name_span = root.get("name").map(|n| n.span);
         let out = &mut c.diags;
         // The name must match the file.
         if let Some(stem) = file_stem(file) {
@@ -395,10 +421,16 @@ impl Validator {
                     }
                     if let (Some(tz), Some(n)) = (&s.timezone, inner.get("timezone")) {
                         if tz.parse::<chrono_tz::Tz>().is_err() {
-                            let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
+                            // Suggest a region for an abbreviation (never another abbreviation with another
+                            // offset, as `PST` -> `EST` would be), else the nearest region name.
+                            let names = chrono_tz::TZ_VARIANTS
+                                .iter()
+                                .map(|t| t.name())
+                                .filter(|n| n.contains('/') || *n == "UTC");
+                            let guess = zone_for_abbreviation(tz).or_else(|| suggest(tz, names));
                             let d =
                                 Diagnostic::new(Code::BadTimezone, n.span, format!("`{tz}` is not an IANA time zone"));
-                            c.diags.push(match suggest(tz, names) {
+                            c.diags.push(match guess {
                                 Some(s) => d.label(format!("did you mean `{s}`?")).hint(format!(
                                     "did you mean `{s}`? use an IANA name such as `Europe/Berlin` or `UTC`"
                                 )),
@@ -1116,4 +1148,29 @@ fn parent_dir(file: &str) -> String {
         Some(i) => file[..i].to_string(),
         None => String::new(),
     }
+}
+
+/// The IANA zone most people mean by a time zone abbreviation (abbreviations are ambiguous and ignore
+/// daylight saving time, so a schedule should name a region).
+fn zone_for_abbreviation(abbr: &str) -> Option<&'static str> {
+    Some(match abbr.to_ascii_uppercase().as_str() {
+        "PST" | "PDT" | "PT" => "America/Los_Angeles",
+        "MST" | "MDT" | "MT" => "America/Denver",
+        "CST" | "CDT" | "CT" => "America/Chicago",
+        "EST" | "EDT" | "ET" => "America/New_York",
+        "AKST" | "AKDT" => "America/Anchorage",
+        "HST" => "Pacific/Honolulu",
+        "BST" | "WET" | "WEST" => "Europe/London",
+        "CET" | "CEST" | "MEZ" | "MESZ" => "Europe/Berlin",
+        "EET" | "EEST" => "Europe/Athens",
+        "MSK" => "Europe/Moscow",
+        "IST" => "Asia/Kolkata",
+        "JST" => "Asia/Tokyo",
+        "KST" => "Asia/Seoul",
+        "SGT" => "Asia/Singapore",
+        "AEST" | "AEDT" => "Australia/Sydney",
+        "NZST" | "NZDT" => "Pacific/Auckland",
+        "Z" | "UT" | "ZULU" => "UTC",
+        _ => return None,
+    })
 }

@@ -68,7 +68,7 @@ fn graph_formats() {
     let file = "pipelines/acme/signup-to-crm.yaml";
     let m = stdout(&sluice(&["graph", file, "--format", "mermaid"]));
     assert!(m.starts_with("flowchart TD"), "{m}");
-    assert!(m.contains("lookup --> shape"), "{m}");
+    assert!(m.contains("s_lookup --> s_shape"), "{m}");
     let d = stdout(&sluice(&["graph", file, "--format", "dot"]));
     assert!(d.starts_with("digraph"), "{d}");
     let j: serde_json::Value =
@@ -112,5 +112,37 @@ fn oversized_and_binary_files() {
         v.as_array().map(|a| a.iter().filter_map(|d| d["code"].as_str()).collect()).unwrap_or_default();
     assert_eq!(codes, ["S0002", "S0001"], "{v}");
     assert_eq!(v[1]["line"], 2);
+    // The human rendering of S0002, snapshotted like every stored fixture (the file is made here, not stored).
+    let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", "big.yaml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(1));
+    insta::with_settings!({ prepend_module_to_snapshot => false, snapshot_path => "../snapshots" }, {
+        insta::assert_snapshot!("s0002-file-over-1-mib", stdout(&o));
+    });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn endless_input_is_refused_at_1_mib() {
+    // `/dev/zero` has no size in its metadata: reading must stop at the limit, not at the end.
+    let o = sluice(&["validate", "--format", "json", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("S0002"), "{}", stdout(&o));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut s) = child.stdin.take() {
+        use std::io::Write as _;
+        // The reader stops early; a broken pipe here is expected.
+        let _ = s.write_all(&vec![b'a'; 3 * 1024 * 1024]);
+    }
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("error[S0002]"), "{}", stdout(&o));
 }
