@@ -41,9 +41,45 @@ enum Command {
     },
     /// Run one pipeline once on an embedded, temporary store and print each step's status, attempts and output.
     Run(run::RunArgs),
+    /// Step workers only, on a shared Redis, for scale-out.
+    Worker(worker::WorkerArgs),
+    /// Drive a standard workload through the real engine and report throughput, latency and store commands.
+    Bench(bench::BenchArgs),
 }
 
+mod bench;
 mod run;
+mod worker;
+
+/// Log lines on standard error; `RUST_LOG` picks what is shown (default: info).
+pub(crate) fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
@@ -88,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(&validator, args),
+        Command::Worker(args) => worker::run(args),
+        Command::Bench(args) => bench::run(&validator, args),
         Command::Graph { file, format } => {
             let (name, src) = match read_one(&file)? {
                 Source::Text(n, s) => (n, s),

@@ -88,6 +88,7 @@ pub struct Executor {
     http_no_redirect: reqwest::Client,
     config: Config,
     plans: Mutex<HashMap<String, Arc<Plan>>>,
+    finished: tokio::sync::broadcast::Sender<(String, String, RunStatus)>,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -130,7 +131,30 @@ impl Executor {
             http_no_redirect,
             config,
             plans: Mutex::new(HashMap::new()),
+            finished: tokio::sync::broadcast::channel(4096).0,
         })
+    }
+
+    /// `(tenant, run, status)` of every run this executor moved to a final status, as it happens. Runs that
+    /// other processes finish are not seen here; read the store for those.
+    pub fn finished_runs(&self) -> tokio::sync::broadcast::Receiver<(String, String, RunStatus)> {
+        self.finished.subscribe()
+    }
+
+    /// Commits through the store and announces runs that this commit finished.
+    async fn commit(
+        &self,
+        tenant: &str,
+        run: &str,
+        claimed: Option<&Claimed>,
+        c: Commit,
+    ) -> Result<CommitResult, StoreError> {
+        let status = c.run.as_ref().map(|(_, h)| h.status).filter(|s| s.is_terminal());
+        let r = self.store.commit(tenant, run, claimed, c).await?;
+        if let (Some(status), true) = (status, r.run_written) {
+            let _ = self.finished.send((tenant.to_string(), run.to_string(), status));
+        }
+        Ok(r)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -203,32 +227,31 @@ impl Executor {
             c
         };
         let Some((mut header, plan)) = self.plan_of(tenant, &task.run).await? else {
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         };
         let on_failure = plan.on_failure.iter().any(|s| s.id == task.step);
         let Some(step) = plan.step(&task.step).cloned() else {
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         };
         if header.status == RunStatus::Queued {
             let mut running = header.clone();
             running.status = RunStatus::Running;
-            self.store
-                .commit(
-                    tenant,
-                    &header.id,
-                    None,
-                    Commit { run: Some((RunStatus::Queued, running.clone())), ..Commit::default() },
-                )
-                .await?;
+            self.commit(
+                tenant,
+                &header.id,
+                None,
+                Commit { run: Some((RunStatus::Queued, running.clone())), ..Commit::default() },
+            )
+            .await?;
             header = running;
         }
         let key = task.state_key();
         let state =
             self.store.states(tenant, &task.run, std::slice::from_ref(&key)).await?.pop().flatten().unwrap_or_default();
         if state.status.is_terminal() {
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         }
         // A run that stopped cancels its remaining main steps; `on_failure` steps run only in a failed run.
@@ -241,7 +264,7 @@ impl Executor {
                 c.states.push((key, StepState { status, output: Value::Null, ..state }));
                 c.terminal.push(step.id.clone());
             }
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
             return Ok(());
         }
         let now = now_ms();
@@ -252,7 +275,7 @@ impl Executor {
                 return self.succeed(claimed, &header, &plan, &step, state, Value::Null, None).await;
             }
             let c = Commit { schedule: Some((task.clone(), until)), ..Commit::default() };
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
             return Ok(());
         }
 
@@ -367,7 +390,7 @@ impl Executor {
                             release: true,
                             ..Commit::default()
                         };
-                        self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+                        self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
                         Ok(())
                     }
                 }
@@ -544,7 +567,7 @@ impl Executor {
             release: true,
             ..Commit::default()
         };
-        self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
         Ok(())
     }
 
@@ -574,7 +597,7 @@ impl Executor {
                     release: true,
                     ..Commit::default()
                 };
-                let r = self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+                let r = self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
                 self.maybe_finish(&claimed.tenant, header, plan, r).await
             }
             Some(i) => self.item_finished(claimed, header, plan, step, i, state).await,
@@ -610,7 +633,7 @@ impl Executor {
             release: true,
             ..Commit::default()
         };
-        let r = self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+        let r = self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
         if r.items_done < total {
             return Ok(());
         }
@@ -632,7 +655,7 @@ impl Executor {
             candidates: self.candidates(plan, run, &step.id),
             ..Commit::default()
         };
-        let r = self.store.commit(tenant, run, None, c).await?;
+        let r = self.commit(tenant, run, None, c).await?;
         self.maybe_finish(tenant, header, plan, r).await
     }
 
@@ -655,8 +678,7 @@ impl Executor {
         let mut done = header.clone();
         done.status = RunStatus::Succeeded;
         done.finished_at = Some(rfc3339(now_ms()));
-        self.store
-            .commit(tenant, &header.id, None, Commit { run: Some((RunStatus::Running, done)), ..Commit::default() })
+        self.commit(tenant, &header.id, None, Commit { run: Some((RunStatus::Running, done)), ..Commit::default() })
             .await?;
         Ok(())
     }
@@ -680,7 +702,7 @@ impl Executor {
             release: true,
             ..Commit::default()
         };
-        let r = self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        let r = self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
         match header {
             Some(h) => self.maybe_finish(&claimed.tenant, &h, plan, r).await,
             None => Ok(()),
@@ -727,7 +749,7 @@ impl Executor {
         done.reason = Some("filtered".into());
         done.finished_at = Some(rfc3339(now_ms()));
         c.run = Some((RunStatus::Running, done));
-        self.store.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
         Ok(())
     }
 
@@ -768,7 +790,7 @@ impl Executor {
                 release: true,
                 ..Commit::default()
             };
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
             tracing::info!(tenant, run = %task.run, step = %task.step, attempt = number, delay_ms = delay, class = %error.class, "step failed; retrying");
             return Ok(());
         }
@@ -792,9 +814,7 @@ impl Executor {
             // Counts as finished: the run goes on.
             return match task.index {
                 Some(i) => {
-                    self.store
-                        .commit(tenant, &task.run, None, Commit { dead_letter: Some(dl), ..Commit::default() })
-                        .await?;
+                    self.commit(tenant, &task.run, None, Commit { dead_letter: Some(dl), ..Commit::default() }).await?;
                     self.item_finished(claimed, header, plan, step, i, state).await
                 }
                 None => {
@@ -806,7 +826,7 @@ impl Executor {
                         release: true,
                         ..Commit::default()
                     };
-                    let r = self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+                    let r = self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
                     self.maybe_finish(tenant, header, plan, r).await
                 }
             };
@@ -836,7 +856,7 @@ impl Executor {
         if on_failure {
             // An `on_failure` step failing ends only itself; its dependants still run.
             c.candidates = self.candidates(plan, &task.run, &step.id);
-            self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+            self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
             return Ok(());
         }
         // The run fails: steps not finished are cancelled, `on_failure` steps start.
@@ -859,7 +879,7 @@ impl Executor {
         c.run = Some((RunStatus::Running, failed));
         c.enqueue =
             plan.on_failure.iter().filter(|s| s.needs.is_empty()).map(|s| TaskRef::step(&task.run, &s.id)).collect();
-        self.store.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+        self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
         Ok(())
     }
 
@@ -872,9 +892,7 @@ impl Executor {
         let mut cancelled = header.clone();
         cancelled.status = RunStatus::Cancelled;
         cancelled.finished_at = Some(rfc3339(now_ms()));
-        self.store
-            .commit(tenant, run, None, Commit { run: Some((header.status, cancelled)), ..Commit::default() })
-            .await?;
+        self.commit(tenant, run, None, Commit { run: Some((header.status, cancelled)), ..Commit::default() }).await?;
         let (now, _) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
         Ok(now.status)
     }
@@ -935,7 +953,7 @@ impl Executor {
         running.error = None;
         running.finished_at = None;
         c.run = Some((header.status, running));
-        self.store.commit(tenant, &dl.run_id, None, c).await?;
+        self.commit(tenant, &dl.run_id, None, c).await?;
         Ok(dl.run_id)
     }
 

@@ -67,4 +67,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The tenant's dead letters, newest first.
     async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>>;
+
+    /// How many commands the store has executed so far, for benchmarks: on Redis every command the server ran
+    /// (commands inside scripts included, from `INFO commandstats`, all clients); on the embedded store the SQL
+    /// statements this process ran.
+    async fn commands_executed(&self) -> Result<u64>;
 }

@@ -339,6 +339,17 @@ impl Store for RedisStore {
             redis::cmd("HMGET").arg(k.dead_letters()).arg(&ids).query_async(&mut c).await.map_err(err)?;
         docs.into_iter().flatten().map(|d| parse(&d)).collect()
     }
+
+    async fn commands_executed(&self) -> Result<u64> {
+        let mut c = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut c).await.map_err(err)?;
+        Ok(info
+            .lines()
+            .filter_map(|l| {
+                l.split_once(":calls=").and_then(|(_, rest)| rest.split(',').next()).and_then(|n| n.parse::<u64>().ok())
+            })
+            .sum())
+    }
 }
 
 /// Serializing the documents of a commit to JSON text.

@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (tenant TEXT NOT NULL, id TEXT NOT NULL,
   doc TEXT NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
 ";
 
+/// SQL statements run by every embedded store of this process (for `sluice bench`).
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
 /// The embedded store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -62,6 +65,12 @@ impl SqliteStore {
         let conn = Connection::open(dir.join("sluice.db")).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_PROFILE,
+            Some(|_| {
+                STATEMENTS.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             notify: Arc::new(Notify::new()),
@@ -410,5 +419,9 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn commands_executed(&self) -> Result<u64> {
+        Ok(STATEMENTS.load(Ordering::Relaxed))
     }
 }

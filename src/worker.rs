@@ -1,0 +1,69 @@
+//! `sluice worker`: step workers only, on a shared Redis, for scale-out. Any number of them, on any number of
+//! machines, share the work of every `sluice serve` that uses the same Redis.
+
+use anyhow::Context as _;
+use clap::Args;
+use sluice_connectors::egress::Egress;
+use sluice_runtime::{executor, Executor, RedisStore, StaticSecrets};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The shared Redis, e.g. `redis://10.0.0.5:6379/0` (or set SLUICE_REDIS_URL).
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    redis: String,
+    /// Step slots running at once in this process.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long a step stays leased to this worker without a heartbeat; after that another worker runs it
+    /// (a crashed worker's steps wait at most this long). At most 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_lease)]
+    lease: std::time::Duration,
+    /// Allow outbound requests to loopback and private addresses (local development and tests).
+    #[arg(long)]
+    allow_private_network: bool,
+}
+
+pub(crate) fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
+    let d = sluice_engine::model::Duration::parse(s).ok_or_else(|| format!("`{s}` is not a duration like `30s`"))?;
+    let d = std::time::Duration::from_millis(d.as_millis());
+    if d < std::time::Duration::from_millis(500) || d > std::time::Duration::from_secs(30) {
+        return Err(format!("`{s}`: the lease must be between 500ms and 30s"));
+    }
+    Ok(d)
+}
+
+pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    crate::init_logs();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let store = Arc::new(
+            RedisStore::connect(&args.redis).await.with_context(|| format!("cannot connect to {}", args.redis))?,
+        );
+        let config = executor::Config {
+            lease: args.lease,
+            egress: if args.allow_private_network { Egress::AllowPrivate } else { Egress::PublicOnly },
+        };
+        // Tenants' secrets and event routing come with the server's store; a bare worker renders without them.
+        let ex = Arc::new(
+            Executor::new(
+                store,
+                sluice_connectors::connectors(),
+                Arc::new(StaticSecrets(Default::default())),
+                Arc::new(executor::NoOtherPipelines),
+                config,
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tracing::info!(concurrency = args.concurrency, lease_ms = args.lease.as_millis() as u64, "worker started");
+        let workers = tokio::spawn(sluice_runtime::worker::run_workers(ex, args.concurrency, stop_rx));
+        crate::shutdown_signal().await;
+        tracing::info!("stopping: finishing the steps in flight");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), workers).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
