@@ -10,6 +10,7 @@ use sluice_connectors::{Connector, Outcome, StepCx, StepError};
 use sluice_engine::compile::{Plan, PlanStep};
 use sluice_engine::model::{Condition, ErrorClass, ForEach};
 use sluice_engine::template::{Ambient, Renderer, Scope};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +49,19 @@ impl Events for NoOtherPipelines {
     async fn emit(&self, _tenant: &str, _event_type: &str, _id: &str, _data: &Value) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+}
+
+/// Most steps one slot runs in a row through chained commits before it claims in turn again (so timers,
+/// expired leases and other tenants are served).
+pub const MAX_CHAIN: usize = 16;
+
+struct ChainSlot {
+    allowed: bool,
+    next: Option<Claimed>,
+}
+
+tokio::task_local! {
+    static CHAIN: RefCell<ChainSlot>;
 }
 
 /// Settings of an executor.
@@ -141,18 +155,32 @@ impl Executor {
         self.finished.subscribe()
     }
 
-    /// Commits through the store and announces runs that this commit finished.
+    /// Commits through the store and announces runs that this commit finished. A commit that releases the
+    /// task being handled asks for the next ready task of its run (see [`Executor::handle`]).
     async fn commit(
         &self,
         tenant: &str,
         run: &str,
         claimed: Option<&Claimed>,
-        c: Commit,
+        mut c: Commit,
     ) -> Result<CommitResult, StoreError> {
-        let status = c.run.as_ref().map(|(_, h)| h.status).filter(|s| s.is_terminal());
+        let chaining = claimed.filter(|_| c.release && CHAIN.try_with(|s| s.borrow().allowed).unwrap_or(false));
+        if let Some(cl) = chaining {
+            c.chain = Some((cl.worker.clone(), now_ms() + self.config.lease.as_millis() as u64));
+        }
+        let status = c
+            .run
+            .as_ref()
+            .map(|(_, h)| h.status)
+            .filter(|s| s.is_terminal())
+            .or(c.finish.as_ref().map(|_| RunStatus::Succeeded));
         let r = self.store.commit(tenant, run, claimed, c).await?;
         if let (Some(status), true) = (status, r.run_written) {
             let _ = self.finished.send((tenant.to_string(), run.to_string(), status));
+        }
+        if let (Some(cl), Some(task)) = (chaining, r.chained.clone()) {
+            let next = Claimed { tenant: cl.tenant.clone(), task, worker: cl.worker.clone() };
+            let _ = CHAIN.try_with(|s| s.borrow_mut().next = Some(next));
         }
         Ok(r)
     }
@@ -195,38 +223,69 @@ impl Executor {
         Ok(id)
     }
 
-    async fn plan_of(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, Arc<Plan>)>, StoreError> {
+    fn cache(&self, tenant: &str, run: &str, json: Option<Value>) -> Result<Option<Arc<Plan>>, StoreError> {
         let cache_key = format!("{tenant}|{run}");
-        let cached = self.plans.lock().ok().and_then(|m| m.get(&cache_key).cloned());
-        let Some((header, plan_json)) = self.store.run(tenant, run).await? else { return Ok(None) };
-        let plan = match cached {
-            Some(p) => p,
-            None => {
-                let p: Plan = serde_json::from_value(plan_json)
-                    .map_err(|e| StoreError::Corrupt(format!("plan of {run}: {e}")))?;
-                let p = Arc::new(p);
-                if let Ok(mut m) = self.plans.lock() {
-                    if m.len() > 10_000 {
-                        m.clear();
-                    }
-                    m.insert(cache_key, p.clone());
-                }
-                p
+        if let Some(p) = self.plans.lock().ok().and_then(|m| m.get(&cache_key).cloned()) {
+            return Ok(Some(p));
+        }
+        let Some(json) = json else { return Ok(None) };
+        let p: Plan = serde_json::from_value(json).map_err(|e| StoreError::Corrupt(format!("plan of {run}: {e}")))?;
+        let p = Arc::new(p);
+        if let Ok(mut m) = self.plans.lock() {
+            if m.len() > 10_000 {
+                m.clear();
             }
-        };
-        Ok(Some((header, plan)))
+            m.insert(cache_key, p.clone());
+        }
+        Ok(Some(p))
+    }
+
+    /// A run's plan: from the cache, else from the store (a plan never changes once its run exists).
+    async fn plan(&self, tenant: &str, run: &str) -> Result<Option<Arc<Plan>>, StoreError> {
+        if let Some(p) = self.cache(tenant, run, None)? {
+            return Ok(Some(p));
+        }
+        let json = self.store.plan(tenant, run).await?;
+        self.cache(tenant, run, json)
+    }
+
+    /// A run's header (read now) and plan.
+    async fn plan_of(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, Arc<Plan>)>, StoreError> {
+        let Some((header, plan_json)) = self.store.run(tenant, run).await? else { return Ok(None) };
+        Ok(self.cache(tenant, run, Some(plan_json))?.map(|p| (header, p)))
     }
 
     /// Runs one claimed task to its next durable state. Errors are store errors: the task stays claimed and runs
     /// again when its lease ends.
+    ///
+    /// A commit that makes the next step of the same run ready may hand it straight back (a chain): it runs
+    /// here at once, up to [`MAX_CHAIN`] steps in a row, before this slot goes back to claiming in turn.
     pub async fn handle(&self, claimed: &Claimed) -> Result<(), StoreError> {
+        let mut current = claimed.clone();
+        for hop in 1..=MAX_CHAIN {
+            let slot = RefCell::new(ChainSlot { allowed: hop < MAX_CHAIN, next: None });
+            let next = CHAIN
+                .scope(slot, async {
+                    self.handle_one(&current).await?;
+                    Ok::<_, StoreError>(CHAIN.with(|s| s.borrow_mut().next.take()))
+                })
+                .await?;
+            match next {
+                Some(n) => current = n,
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_one(&self, claimed: &Claimed) -> Result<(), StoreError> {
         let tenant = claimed.tenant.as_str();
         let task = &claimed.task;
         let release = |mut c: Commit| {
             c.release = true;
             c
         };
-        let Some((mut header, plan)) = self.plan_of(tenant, &task.run).await? else {
+        let Some(plan) = self.plan(tenant, &task.run).await? else {
             self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         };
@@ -235,21 +294,21 @@ impl Executor {
             self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         };
-        if header.status == RunStatus::Queued {
-            let mut running = header.clone();
-            running.status = RunStatus::Running;
-            self.commit(
-                tenant,
-                &header.id,
-                None,
-                Commit { run: Some((RunStatus::Queued, running.clone())), ..Commit::default() },
-            )
-            .await?;
-            header = running;
-        }
+        // The steps this one reads: its dependencies, or for `on_failure` steps every main step.
+        let read_ids: Vec<String> = if on_failure {
+            plan.steps.iter().map(|s| s.id.clone()).chain(step.needs.iter().cloned()).collect()
+        } else {
+            step.needs.clone()
+        };
         let key = task.state_key();
-        let state =
-            self.store.states(tenant, &task.run, std::slice::from_ref(&key)).await?.pop().flatten().unwrap_or_default();
+        let keys: Vec<String> = std::iter::once(key.clone()).chain(read_ids.iter().cloned()).collect();
+        // One round trip: the header (a queued run becomes running), this task's state and what it reads.
+        let Some((header, mut loaded)) = self.store.load(tenant, &task.run, &keys).await? else {
+            self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
+            return Ok(());
+        };
+        let dep_states = loaded.split_off(1.min(loaded.len()));
+        let state = loaded.pop().flatten().unwrap_or_default();
         if state.status.is_terminal() {
             self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
@@ -279,13 +338,6 @@ impl Executor {
             return Ok(());
         }
 
-        // The steps this one reads: its dependencies, or for `on_failure` steps every main step.
-        let read_ids: Vec<String> = if on_failure {
-            plan.steps.iter().map(|s| s.id.clone()).chain(step.needs.iter().cloned()).collect()
-        } else {
-            step.needs.clone()
-        };
-        let dep_states = self.store.states(tenant, &task.run, &read_ids).await?;
         let deps: HashMap<String, StepState> =
             read_ids.iter().cloned().zip(dep_states).map(|(k, v)| (k, v.unwrap_or_default())).collect();
         let secrets = self.secrets.for_tenant(tenant);
@@ -295,7 +347,7 @@ impl Executor {
             if !step.needs.is_empty()
                 && step.needs.iter().all(|n| deps.get(n).is_some_and(|s| s.status == StepStatus::Skipped))
             {
-                return self.skip(claimed, &plan, &step, state, "every dependency was skipped").await;
+                return self.skip(claimed, &header, &plan, &step, state, "every dependency was skipped").await;
             }
         }
         let attempt_no = state.attempts.len() as u32 + 1;
@@ -312,7 +364,7 @@ impl Executor {
                     Condition::Expr(e) => self.renderer.condition(e, &scope(None), &amb),
                 };
                 match truth {
-                    Ok(false) => return self.skip(claimed, &plan, &step, state, "`if` was false").await,
+                    Ok(false) => return self.skip(claimed, &header, &plan, &step, state, "`if` was false").await,
                     Ok(true) => {}
                     Err(e) => {
                         let err = StepError::new(ErrorClass::Template, format!("`if`: {}", e.message));
@@ -594,11 +646,12 @@ impl Executor {
                     states: vec![(step.id.clone(), state)],
                     terminal: vec![step.id.clone()],
                     candidates: self.candidates(plan, &claimed.task.run, &step.id),
+                    finish: self.finish_for(plan, header, &step.id),
                     release: true,
                     ..Commit::default()
                 };
-                let r = self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
-                self.maybe_finish(&claimed.tenant, header, plan, r).await
+                self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+                Ok(())
             }
             Some(i) => self.item_finished(claimed, header, plan, step, i, state).await,
         }
@@ -653,45 +706,43 @@ impl Executor {
             states: vec![(step.id.clone(), step_state)],
             terminal: vec![step.id.clone()],
             candidates: self.candidates(plan, run, &step.id),
+            finish: self.finish_for(plan, header, &step.id),
             ..Commit::default()
         };
-        let r = self.commit(tenant, run, None, c).await?;
-        self.maybe_finish(tenant, header, plan, r).await
+        self.commit(tenant, run, None, c).await?;
+        Ok(())
     }
 
     /// The steps waiting for `done`, each with everything it waits for.
     fn candidates(&self, plan: &Plan, run: &str, done: &str) -> Vec<(TaskRef, Vec<String>)> {
-        plan.dependants(done).into_iter().map(|s| (TaskRef::step(run, &s.id), s.needs.clone())).collect()
+        plan.dependants(done)
+            .into_iter()
+            .map(|s| (TaskRef::step(run, &s.id), s.needs.iter().filter(|n| *n != done).cloned().collect()))
+            .collect()
     }
 
-    /// Marks the run succeeded when every main step is terminal.
-    async fn maybe_finish(
-        &self,
-        tenant: &str,
-        header: &RunHeader,
-        plan: &Plan,
-        r: CommitResult,
-    ) -> Result<(), StoreError> {
-        if (r.terminal as usize) < plan.steps.len() {
-            return Ok(());
-        }
-        let mut done = header.clone();
-        done.status = RunStatus::Succeeded;
-        done.finished_at = Some(rfc3339(now_ms()));
-        self.commit(tenant, &header.id, None, Commit { run: Some((RunStatus::Running, done)), ..Commit::default() })
-            .await?;
-        Ok(())
+    /// For a main step that no main step waits for: the header the run gets when this step was the last to
+    /// become terminal (the store checks the count atomically with the commit).
+    fn finish_for(&self, plan: &Plan, header: &RunHeader, step: &str) -> Option<(u32, RunHeader)> {
+        let main = plan.steps.iter().any(|s| s.id == step);
+        let sink = !plan.steps.iter().any(|s| s.needs.iter().any(|n| n == step));
+        (main && sink).then(|| {
+            let mut done = header.clone();
+            done.status = RunStatus::Succeeded;
+            done.finished_at = Some(rfc3339(now_ms()));
+            (plan.steps.len() as u32, done)
+        })
     }
 
     async fn skip(
         &self,
         claimed: &Claimed,
+        header: &RunHeader,
         plan: &Plan,
         step: &PlanStep,
         state: StepState,
         why: &str,
     ) -> Result<(), StoreError> {
-        let header = self.plan_of(&claimed.tenant, &claimed.task.run).await?.map(|(h, _)| h);
         let c = Commit {
             states: vec![(
                 step.id.clone(),
@@ -699,14 +750,12 @@ impl Executor {
             )],
             terminal: vec![step.id.clone()],
             candidates: self.candidates(plan, &claimed.task.run, &step.id),
+            finish: self.finish_for(plan, header, &step.id),
             release: true,
             ..Commit::default()
         };
-        let r = self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
-        match header {
-            Some(h) => self.maybe_finish(&claimed.tenant, &h, plan, r).await,
-            None => Ok(()),
-        }
+        self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        Ok(())
     }
 
     /// `filter` said no: the run succeeds with reason `filtered`; steps not yet finished are skipped.
@@ -822,12 +871,13 @@ impl Executor {
                         states: vec![(step.id.clone(), state)],
                         terminal: vec![step.id.clone()],
                         candidates: self.candidates(plan, &task.run, &step.id),
+                        finish: self.finish_for(plan, header, &step.id),
                         dead_letter: Some(dl),
                         release: true,
                         ..Commit::default()
                     };
-                    let r = self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
-                    self.maybe_finish(tenant, header, plan, r).await
+                    self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+                    Ok(())
                 }
             };
         }

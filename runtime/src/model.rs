@@ -209,17 +209,23 @@ pub struct Commit {
     pub reopen: Vec<TaskRef>,
     /// Release the committing worker's claim on its task.
     pub release: bool,
+    /// Hand the first task this commit makes ready straight to this worker, leased until the given time (ms),
+    /// instead of putting it on the ready list: a chain runs without a trip through the queue.
+    pub chain: Option<(String, u64)>,
+    /// The run succeeds (this header is written) when, after this commit, this many main steps are terminal
+    /// and the run is still running. Given by commits of steps that no main step waits for.
+    pub finish: Option<(u32, RunHeader)>,
 }
 
 /// What a commit observed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitResult {
     /// Items of `item_done`'s step that are done, after this commit.
     pub items_done: u32,
-    /// Steps in the run's terminal set, after this commit.
-    pub terminal: u32,
-    /// Whether the run header was written.
+    /// Whether the run header was written (by `run`, or by `finish`).
     pub run_written: bool,
+    /// The task handed to the committing worker (see [`Commit::chain`]).
+    pub chained: Option<TaskRef>,
 }
 
 /// A new run: its header, the plan it runs (snapshot), and the tasks ready at once.

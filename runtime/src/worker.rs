@@ -94,8 +94,26 @@ impl BackendConfig for ClaimBackend {
     }
 }
 
-/// Runs `concurrency` step slots on apalis until `stop` turns true, restarting after any worker error.
+/// Step slots per apalis worker: each worker claims on its own, so several claim at once.
+const SLOTS_PER_WORKER: usize = 8;
+
+/// Runs `concurrency` step slots on apalis workers until `stop` turns true, restarting any worker after an
+/// error. The slots are split over several workers of at most 8 slots, so claims run in parallel too.
 pub async fn run_workers(executor: Arc<Executor>, concurrency: usize, stop: watch::Receiver<bool>) {
+    let concurrency = concurrency.max(1);
+    let workers = concurrency.div_ceil(SLOTS_PER_WORKER);
+    let mut handles = Vec::new();
+    for i in 0..workers {
+        let slots = concurrency / workers + usize::from(i < concurrency % workers);
+        handles.push(tokio::spawn(supervise(executor.clone(), slots, stop.clone())));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// One apalis worker of `concurrency` slots, restarted under a new name after any error.
+async fn supervise(executor: Arc<Executor>, concurrency: usize, stop: watch::Receiver<bool>) {
     let mut restarts = 0u32;
     loop {
         if *stop.borrow() {

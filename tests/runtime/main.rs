@@ -5,6 +5,7 @@
 pub mod harness;
 
 mod failure;
+mod faults;
 mod flow;
 mod retries;
 mod webhooks;

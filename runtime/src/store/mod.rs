@@ -56,6 +56,18 @@ pub trait Store: Send + Sync + 'static {
     /// The run's header and plan snapshot.
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, serde_json::Value)>>;
 
+    /// The run's plan snapshot alone (it never changes, so callers cache it).
+    async fn plan(&self, tenant: &str, run: &str) -> Result<Option<serde_json::Value>>;
+
+    /// What a worker needs to run a task, in one round trip: the run's header and the given state documents.
+    /// A `queued` run becomes `running` (its first step started).
+    async fn load(
+        &self,
+        tenant: &str,
+        run: &str,
+        keys: &[String],
+    ) -> Result<Option<(RunHeader, Vec<Option<StepState>>)>>;
+
     /// State documents by key (`step` or `step#index`); missing ones are `None`.
     async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>>;
 

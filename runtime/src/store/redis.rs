@@ -29,6 +29,14 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The run's status is its own field (scripts change it without rewriting the header); it wins over the
+/// header's copy.
+fn with_status(mut h: RunHeader, status: &str) -> Result<RunHeader> {
+    h.status = serde_json::from_value(Value::String(status.to_string()))
+        .map_err(|e| StoreError::Corrupt(format!("run status {status:?}: {e}")))?;
+    Ok(h)
+}
+
 /// Key names of one tenant, all in one hash slot.
 struct Keys {
     base: String,
@@ -68,6 +76,8 @@ pub struct RedisStore {
     commit: Script,
     create: Script,
     extend: Script,
+    load: Script,
+    announce: Script,
     notify: Arc<Notify>,
     generation: Arc<AtomicU64>,
 }
@@ -89,28 +99,38 @@ impl RedisStore {
             commit: Script::new(include_str!("lua/commit.lua")),
             create: Script::new(include_str!("lua/create.lua")),
             extend: Script::new(include_str!("lua/extend.lua")),
+            load: Script::new(include_str!("lua/load.lua")),
+            announce: Script::new(include_str!("lua/announce.lua")),
             notify,
             generation,
         })
     }
 
-    /// Announces work of `tenant` available at `at_ms`: the tenant enters the rotation, workers wake.
+    /// Announces work of `tenant` due at `at_ms`: the tenant enters the rotation; idle workers wake when the
+    /// tenant's next work moved earlier.
     async fn announce(&self, tenant: &str, at_ms: u64) -> Result<()> {
-        let mut c = self.conn.clone();
-        redis::pipe()
-            .cmd("ZADD")
-            .arg(ACTIVE)
-            .arg("LT")
-            .arg(at_ms)
-            .arg(tenant)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(WAKE)
-            .arg(tenant)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(err)
+        self.idempotent(|mut c| async move {
+            self.announce.key(ACTIVE).arg(at_ms).arg(tenant).arg(WAKE).invoke_async::<i64>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs an idempotent operation, and once more when the connection dropped under it (the manager has
+    /// reconnected by then), so a Redis restart or a killed connection costs a caller nothing.
+    async fn idempotent<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match f(self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
+                tracing::debug!(error = %e, "redis connection dropped; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                f(self.conn.clone()).await.map_err(err)
+            }
+            r => r.map_err(err),
+        }
     }
 }
 
@@ -146,14 +166,19 @@ impl Store for RedisStore {
         let k = Keys::new(tenant);
         let header = serde_json::to_string(&run.header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let plan = serde_json::to_string(&run.plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut inv = self.create.prepare_invoke();
-        inv.key(k.ready()).key(k.run(&run.header.id)).key(k.run_part(&run.header.id, "enq"));
-        inv.arg(run.header.status.as_str()).arg(header).arg(plan);
-        for t in &run.ready {
-            inv.arg(t.encode());
-        }
-        let mut c = self.conn.clone();
-        inv.invoke_async::<i64>(&mut c).await.map_err(err)?;
+        let ready: Vec<String> = run.ready.iter().map(TaskRef::encode).collect();
+        let id = &run.header.id;
+        // Creating a run is idempotent (same id, same documents; tasks pushed once), so it is safe to retry.
+        self.idempotent(|mut c| {
+            let mut inv = self.create.prepare_invoke();
+            inv.key(k.ready()).key(k.run(id)).key(k.run_part(id, "enq"));
+            inv.arg(run.header.status.as_str()).arg(&header).arg(&plan);
+            for t in &ready {
+                inv.arg(t);
+            }
+            async move { inv.invoke_async::<i64>(&mut c).await }
+        })
+        .await?;
         self.announce(tenant, now_ms()).await
     }
 
@@ -161,13 +186,20 @@ impl Store for RedisStore {
         let mut c = self.conn.clone();
         for _ in 0..8 {
             let now = now_ms();
-            let picked: Vec<String> = c.zrangebyscore_limit(ACTIVE, "-inf", now, 0, 1).await.map_err(err)?;
-            let Some(tenant) = picked.into_iter().next() else { return Ok(None) };
-            // Take the tenant out of the rotation while claiming; a producer that adds work meanwhile puts it
-            // back, and so does this worker when work remains: nothing is stranded.
-            let removed: i64 = c.zrem(ACTIVE, &tenant).await.map_err(err)?;
-            if removed == 0 {
-                continue;
+            // Take the tenant due first out of the rotation while claiming from it; whoever adds work
+            // meanwhile puts it back, and so does this worker when work remains: nothing is stranded.
+            let popped: Vec<(String, f64)> = c.zpopmin(ACTIVE, 1).await.map_err(err)?;
+            let Some((tenant, due)) = popped.into_iter().next() else { return Ok(None) };
+            if due as u64 > now {
+                let _: i64 = redis::cmd("ZADD")
+                    .arg(ACTIVE)
+                    .arg("LT")
+                    .arg(due as u64)
+                    .arg(&tenant)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)?;
+                return Ok(None);
             }
             let k = Keys::new(&tenant);
             let (task, next): (Option<String>, i64) = self
@@ -184,7 +216,7 @@ impl Store for RedisStore {
             if next >= 0 {
                 let _: i64 = redis::cmd("ZADD")
                     .arg(ACTIVE)
-                    .arg("NX")
+                    .arg("LT")
                     .arg(next)
                     .arg(&tenant)
                     .query_async(&mut c)
@@ -237,30 +269,73 @@ impl Store for RedisStore {
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, Value)>> {
         let k = Keys::new(tenant);
-        let mut c = self.conn.clone();
-        let (header, plan): (Option<String>, Option<String>) =
-            redis::cmd("HMGET").arg(k.run(run)).arg("header").arg("plan").query_async(&mut c).await.map_err(err)?;
-        match (header, plan) {
-            (Some(h), Some(p)) => Ok(Some((parse(&h)?, parse(&p)?))),
+        let key = k.run(run);
+        let (status, header, plan): (Option<String>, Option<String>, Option<String>) = self
+            .idempotent(|mut c| {
+                let key = key.clone();
+                async move { redis::cmd("HMGET").arg(key).arg("status").arg("header").arg("plan").query_async(&mut c).await }
+            })
+            .await?;
+        match (status, header, plan) {
+            (Some(s), Some(h), Some(p)) => Ok(Some((with_status(parse(&h)?, &s)?, parse(&p)?))),
             _ => Ok(None),
         }
+    }
+
+    async fn plan(&self, tenant: &str, run: &str) -> Result<Option<Value>> {
+        let key = Keys::new(tenant).run(run);
+        let plan: Option<String> = self
+            .idempotent(|mut c| {
+                let key = key.clone();
+                async move { c.hget(key, "plan").await }
+            })
+            .await?;
+        plan.map(|p| parse(&p)).transpose()
+    }
+
+    async fn load(
+        &self,
+        tenant: &str,
+        run: &str,
+        keys: &[String],
+    ) -> Result<Option<(RunHeader, Vec<Option<StepState>>)>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let mut inv = self.load.key(k.run(run));
+        inv.key(k.run_part(run, "states"));
+        for key in keys {
+            inv.arg(key);
+        }
+        let out: Vec<Option<String>> = inv.invoke_async(&mut c).await.map_err(err)?;
+        let mut out = out.into_iter();
+        let (Some(Some(status)), Some(Some(header))) = (out.next(), out.next()) else { return Ok(None) };
+        let header = with_status(parse(&header)?, &status)?;
+        let states = out.map(|d| d.map(|d| parse(&d)).transpose()).collect::<Result<Vec<_>>>()?;
+        Ok(Some((header, states)))
     }
 
     async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let k = Keys::new(tenant);
-        let mut c = self.conn.clone();
-        let docs: Vec<Option<String>> =
-            redis::cmd("HMGET").arg(k.run_part(run, "states")).arg(keys).query_async(&mut c).await.map_err(err)?;
+        let key = Keys::new(tenant).run_part(run, "states");
+        let docs: Vec<Option<String>> = self
+            .idempotent(|mut c| {
+                let key = key.clone();
+                async move { redis::cmd("HMGET").arg(key).arg(keys).query_async(&mut c).await }
+            })
+            .await?;
         docs.into_iter().map(|d| d.map(|d| parse(&d)).transpose()).collect()
     }
 
     async fn all_states(&self, tenant: &str, run: &str) -> Result<Vec<(String, StepState)>> {
-        let k = Keys::new(tenant);
-        let mut c = self.conn.clone();
-        let all: Vec<(String, String)> = c.hgetall(k.run_part(run, "states")).await.map_err(err)?;
+        let key = Keys::new(tenant).run_part(run, "states");
+        let all: Vec<(String, String)> = self
+            .idempotent(|mut c| {
+                let key = key.clone();
+                async move { c.hgetall(key).await }
+            })
+            .await?;
         all.into_iter().map(|(key, d)| Ok((key, parse(&d)?))).collect()
     }
 
@@ -273,9 +348,8 @@ impl Store for RedisStore {
         }
         let candidates: Vec<Value> = cm.candidates.iter().map(|(t, deps)| json!([t.encode(), deps])).collect();
         let woke_at = match &cm.schedule {
-            _ if !cm.enqueue.is_empty() || !cm.candidates.is_empty() => Some(now),
-            Some((_, at)) => Some((*at).max(now)),
-            None => None,
+            Some((_, at)) if cm.enqueue.is_empty() && cm.candidates.is_empty() => (*at).max(now),
+            _ => now,
         };
         let mut payload = json!({
             "now": now,
@@ -297,6 +371,12 @@ impl Store for RedisStore {
         if let Some(dl) = &cm.dead_letter {
             payload["dead_letter"] = json!([dl.id, now, to_json(dl)?]);
         }
+        if let Some((worker, until)) = &cm.chain {
+            payload["chain"] = json!([worker, until]);
+        }
+        if let Some((total, header)) = &cm.finish {
+            payload["finish"] = json!([total, to_json(header)?]);
+        }
         if let Some(id) = &cm.remove_dead_letter {
             payload["remove_dead_letter"] = json!(id);
         }
@@ -305,7 +385,7 @@ impl Store for RedisStore {
         }
         let k = Keys::new(tenant);
         let mut c = self.conn.clone();
-        let (items_done, terminal, written): (u32, u32, i64) = self
+        let (items_done, written, pushed, chained): (u32, i64, i64, Option<String>) = self
             .commit
             .key(k.ready())
             .key(k.timers())
@@ -322,10 +402,13 @@ impl Store for RedisStore {
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
-        if let Some(at) = woke_at {
-            self.announce(tenant, at).await?;
+        if pushed > 0 {
+            self.announce(tenant, woke_at).await?;
         }
-        Ok(CommitResult { items_done, terminal, run_written: written == 1 })
+        let chained = chained
+            .map(|t| TaskRef::decode(&t).ok_or_else(|| StoreError::Corrupt(format!("task {t:?}"))))
+            .transpose()?;
+        Ok(CommitResult { items_done, run_written: written == 1, chained })
     }
 
     async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {

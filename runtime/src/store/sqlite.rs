@@ -97,6 +97,13 @@ impl SqliteStore {
     }
 }
 
+/// The run's status column wins over the header's copy (a claim marks a run running without rewriting it).
+fn with_status(mut h: RunHeader, status: &str) -> Result<RunHeader> {
+    h.status = serde_json::from_value(serde_json::Value::String(status.to_string()))
+        .map_err(|e| StoreError::Corrupt(format!("run status {status:?}: {e}")))?;
+    Ok(h)
+}
+
 fn push(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef, at: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO queue (tenant, task, run_at) VALUES (?1, ?2, ?3)",
@@ -106,17 +113,39 @@ fn push(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef, at: u64) -
     Ok(())
 }
 
-fn push_once(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef) -> Result<bool> {
+/// Enqueues a task once per run; answers whether it went on the queue for any worker. With `chain` (worker,
+/// lease until) and nothing chained yet, the task goes to that worker under a lease instead.
+fn push_once(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &str,
+    task: &TaskRef,
+    chain: Option<&(String, u64)>,
+    chained: &mut Option<TaskRef>,
+) -> Result<bool> {
     let n = tx
         .execute(
             "INSERT OR IGNORE INTO enqueued (tenant, run, task) VALUES (?1, ?2, ?3)",
             params![tenant, task.run, task.encode()],
         )
         .map_err(err)?;
-    if n == 1 {
-        push(tx, tenant, task, 0)?;
+    if n == 0 {
+        return Ok(false);
     }
-    Ok(n == 1)
+    match chain {
+        Some((worker, until)) if chained.is_none() => {
+            tx.execute(
+                "INSERT INTO queue (tenant, task, run_at, lease_until, worker) VALUES (?1, ?2, 0, ?3, ?4)",
+                params![tenant, task.encode(), *until as i64, worker],
+            )
+            .map_err(err)?;
+            *chained = Some(task.clone());
+            Ok(false)
+        }
+        _ => {
+            push(tx, tenant, task, 0)?;
+            Ok(true)
+        }
+    }
 }
 
 #[async_trait]
@@ -137,7 +166,7 @@ impl Store for SqliteStore {
             )
             .map_err(err)?;
             for t in &ready {
-                push_once(&tx, &tenant, t)?;
+                push_once(&tx, &tenant, t, None, &mut None)?;
             }
             tx.commit().map_err(err)
         })
@@ -228,16 +257,65 @@ impl Store for SqliteStore {
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, serde_json::Value)>> {
         let (tenant, run) = (tenant.to_string(), run.to_string());
         self.with(move |c| {
-            let row: Option<(String, String)> = c
-                .query_row("SELECT header, plan FROM runs WHERE tenant = ?1 AND id = ?2", params![tenant, run], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+            let row: Option<(String, String, String)> = c
+                .query_row(
+                    "SELECT status, header, plan FROM runs WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, run],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .optional()
                 .map_err(err)?;
             match row {
-                Some((h, p)) => Ok(Some((parse(&h)?, parse(&p)?))),
+                Some((s, h, p)) => Ok(Some((with_status(parse(&h)?, &s)?, parse(&p)?))),
                 None => Ok(None),
             }
+        })
+        .await
+    }
+
+    async fn plan(&self, tenant: &str, run: &str) -> Result<Option<serde_json::Value>> {
+        let (tenant, run) = (tenant.to_string(), run.to_string());
+        self.with(move |c| {
+            let plan: Option<String> = c
+                .query_row("SELECT plan FROM runs WHERE tenant = ?1 AND id = ?2", params![tenant, run], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            plan.map(|p| parse(&p)).transpose()
+        })
+        .await
+    }
+
+    async fn load(
+        &self,
+        tenant: &str,
+        run: &str,
+        keys: &[String],
+    ) -> Result<Option<(RunHeader, Vec<Option<StepState>>)>> {
+        let (tenant, run, keys) = (tenant.to_string(), run.to_string(), keys.to_vec());
+        self.with(move |c| {
+            let row: Option<(String, String)> = c
+                .prepare_cached("SELECT status, header FROM runs WHERE tenant = ?1 AND id = ?2")
+                .and_then(|mut st| st.query_row(params![tenant, run], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(err)?;
+            let Some((mut status, header)) = row else { return Ok(None) };
+            if status == "queued" {
+                c.execute(
+                    "UPDATE runs SET status = 'running' WHERE tenant = ?1 AND id = ?2 AND status = 'queued'",
+                    params![tenant, run],
+                )
+                .map_err(err)?;
+                status = "running".into();
+            }
+            let header = with_status(parse(&header)?, &status)?;
+            let mut stmt =
+                c.prepare_cached("SELECT doc FROM states WHERE tenant = ?1 AND run = ?2 AND key = ?3").map_err(err)?;
+            let mut states = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let doc: Option<String> =
+                    stmt.query_row(params![tenant, run, k], |r| r.get(0)).optional().map_err(err)?;
+                states.push(doc.map(|d| parse(&d)).transpose()?);
+            }
+            Ok(Some((header, states)))
         })
         .await
     }
@@ -283,11 +361,12 @@ impl Store for SqliteStore {
         let tenant = tenant.to_string();
         let run_id = run.to_string();
         let claimed = claimed.cloned();
-        let woke = !c.enqueue.is_empty() || !c.candidates.is_empty() || c.schedule.is_some();
+        let chain = c.chain.clone();
         let res = self
             .with(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
                 let mut result = CommitResult::default();
+                let mut woke = c.schedule.is_some();
                 for t in &c.reopen {
                     match t.index {
                         None => tx.execute(
@@ -352,11 +431,11 @@ impl Store for SqliteStore {
                         }
                     }
                     if all {
-                        push_once(&tx, &tenant, task)?;
+                        woke |= push_once(&tx, &tenant, task, chain.as_ref(), &mut result.chained)?;
                     }
                 }
                 for task in &c.enqueue {
-                    push_once(&tx, &tenant, task)?;
+                    woke |= push_once(&tx, &tenant, task, chain.as_ref(), &mut result.chained)?;
                 }
                 if let Some((task, at)) = &c.schedule {
                     push(&tx, &tenant, task, *at)?;
@@ -388,21 +467,28 @@ impl Store for SqliteStore {
                     )
                     .map_err(err)?;
                 }
-                result.terminal = tx
-                    .query_row(
-                        "SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2",
-                        params![tenant, run_id],
-                        |r| r.get(0),
-                    )
-                    .map_err(err)?;
+                if let (Some((total, header)), false) = (&c.finish, result.run_written) {
+                    let terminal: u32 = tx
+                        .query_row("SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2", params![tenant, run_id], |r| r.get(0))
+                        .map_err(err)?;
+                    if terminal >= *total {
+                        let n = tx
+                            .execute(
+                                "UPDATE runs SET header = ?1, status = 'succeeded' WHERE tenant = ?2 AND id = ?3 AND status = 'running'",
+                                params![json(header)?, tenant, run_id],
+                            )
+                            .map_err(err)?;
+                        result.run_written = n == 1;
+                    }
+                }
                 tx.commit().map_err(err)?;
-                Ok(result)
+                Ok((result, woke))
             })
             .await?;
-        if woke {
+        if res.1 {
             self.wake();
         }
-        Ok(res)
+        Ok(res.0)
     }
 
     async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {

@@ -1,11 +1,22 @@
 -- Applies one change of a run atomically. KEYS: ready, timers, inflight, run (hash), states (hash),
 -- terminal (set), enqueued (set), items (set "step#i"), item counts (hash), dead letters (hash), dead letter
--- index (zset). ARGV[1]: the change as JSON. Returns { items_done, terminal_count, run_written }.
+-- index (zset). ARGV[1]: the change as JSON.
+-- Returns { items_done, run_written, pushed, chained task or false }: `pushed` counts tasks put on the ready
+-- list or the timers (the caller then wakes workers); a chained task went straight to the committing worker.
 local c = cjson.decode(ARGV[1])
 local now = tonumber(c.now)
+local pushed = 0
+local chained = false
 local function push_once(task)
   if redis.call('SADD', KEYS[7], task) == 1 then
-    redis.call('RPUSH', KEYS[1], task)
+    if c.chain and not chained then
+      -- The committing worker runs this task next, under a lease, without a trip through the ready list.
+      chained = task
+      redis.call('ZADD', KEYS[3], c.chain[2], c.chain[1] .. '\t' .. task)
+    else
+      redis.call('RPUSH', KEYS[1], task)
+      pushed = pushed + 1
+    end
   end
 end
 for _, r in ipairs(c.reopen or {}) do
@@ -37,7 +48,11 @@ if c.item_done then
     items_done = tonumber(redis.call('HGET', KEYS[9], c.item_done[1]) or '0')
   end
 end
+if c.release then
+  redis.call('ZREM', KEYS[3], c.release)
+end
 for _, cand in ipairs(c.candidates or {}) do
+  -- cand = { task, deps still to check }: deps this commit finished are left out by the caller.
   local deps = cand[2]
   local all = true
   if #deps > 0 then
@@ -56,11 +71,19 @@ if c.schedule then
   else
     redis.call('ZADD', KEYS[2], at, c.schedule[1])
   end
+  pushed = pushed + 1
 end
 local written = 0
 if c.run then
   if redis.call('HGET', KEYS[4], 'status') == c.run[1] then
     redis.call('HSET', KEYS[4], 'status', c.run[2], 'header', c.run[3])
+    written = 1
+  end
+end
+if c.finish and written == 0 then
+  -- c.finish = { main steps, header }: the run succeeds when this commit made the last main step terminal.
+  if redis.call('SCARD', KEYS[6]) >= tonumber(c.finish[1]) and redis.call('HGET', KEYS[4], 'status') == 'running' then
+    redis.call('HSET', KEYS[4], 'status', 'succeeded', 'header', c.finish[2])
     written = 1
   end
 end
@@ -72,7 +95,4 @@ if c.remove_dead_letter then
   redis.call('HDEL', KEYS[10], c.remove_dead_letter)
   redis.call('ZREM', KEYS[11], c.remove_dead_letter)
 end
-if c.release then
-  redis.call('ZREM', KEYS[3], c.release)
-end
-return { items_done, redis.call('SCARD', KEYS[6]), written }
+return { items_done, written, pushed, chained }
