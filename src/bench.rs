@@ -96,7 +96,7 @@ pub fn run(validator: &sluice_engine::Validator, args: BenchArgs) -> anyhow::Res
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    crate::init_logs();
+    crate::init_logs("warn");
     rt.block_on(bench(plan, steps_per_run, args))
 }
 

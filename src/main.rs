@@ -51,10 +51,10 @@ mod bench;
 mod run;
 mod worker;
 
-/// Log lines on standard error; `RUST_LOG` picks what is shown (default: info).
-pub(crate) fn init_logs() {
+/// Log lines on standard error; `RUST_LOG` picks what is shown, else `default`.
+pub(crate) fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

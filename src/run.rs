@@ -74,6 +74,8 @@ pub fn run(validator: &Validator, args: RunArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = s.split_once('=').with_context(|| format!("--secret {s:?} must be NAME=VALUE"))?;
         secrets.insert(k.to_string(), v.to_string());
     }
+    // `log` steps print here; retries and failures are in the summary printed at the end.
+    crate::init_logs("warn,sluice_connectors=info");
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(run_once(plan, body, secrets, &args))

@@ -35,7 +35,7 @@ pub(crate) fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logs();
+    crate::init_logs("info");
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {

@@ -391,7 +391,16 @@ impl Executor {
         let rendered = self.render_with(&step, &scope, &amb);
         let (with, attempted) = match rendered {
             Ok(with) => {
-                let out = self.attempt(claimed, &step, &with, attempt_no, now).await;
+                // A `log` line goes to the process's log: it must not carry secrets (other kinds need them).
+                let out = if step.uses == "log" {
+                    let shown = sluice_engine::template::redact_json(
+                        &with,
+                        &secrets.values().map(String::as_str).collect::<Vec<_>>(),
+                    );
+                    self.attempt(claimed, &step, &shown, attempt_no, now).await
+                } else {
+                    self.attempt(claimed, &step, &with, attempt_no, now).await
+                };
                 (with, out)
             }
             Err(e) => (Value::Null, Attempted::Failed(e)),

@@ -102,13 +102,33 @@ const SLOTS_PER_WORKER: usize = 8;
 pub async fn run_workers(executor: Arc<Executor>, concurrency: usize, stop: watch::Receiver<bool>) {
     let concurrency = concurrency.max(1);
     let workers = concurrency.div_ceil(SLOTS_PER_WORKER);
-    let mut handles = Vec::new();
+    let mut handles = vec![tokio::spawn(housekeeping(executor.clone(), stop.clone()))];
     for i in 0..workers {
         let slots = concurrency / workers + usize::from(i < concurrency % workers);
         handles.push(tokio::spawn(supervise(executor.clone(), slots, stop.clone())));
     }
     for h in handles {
         let _ = h.await;
+    }
+}
+
+/// Every 10 minutes, and soon after the start, deletes finished runs past their retention.
+async fn housekeeping(executor: Arc<Executor>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match executor.store().housekeeping().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "deleted finished runs past their retention"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again later"),
+        }
+        wait = Duration::from_secs(600);
     }
 }
 

@@ -21,7 +21,7 @@ fn rust_files(dir: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_source_file_says_what_it_is_for() {
-    for dir in ["engine/src", "connectors/src", "src"] {
+    for dir in ["engine/src", "connectors/src", "runtime/src", "src"] {
         for f in rust_files(dir) {
             let text = std::fs::read_to_string(&f).unwrap_or_default();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -46,5 +46,20 @@ fn the_core_depends_on_nothing_that_does_io() {
             let production = code.split("#[cfg(test)]").next().unwrap_or("");
             assert!(!production.contains(call), "{} uses {call}: the pipeline core does no IO", f.display());
         }
+    }
+}
+
+#[test]
+fn the_executor_and_workers_never_name_a_store() {
+    // Backends are picked at the edge (the binary); the executor and the workers hold a `dyn Store`.
+    for f in ["runtime/src/executor.rs", "runtime/src/worker.rs"] {
+        let text = std::fs::read_to_string(root().join(f)).unwrap_or_default();
+        for name in ["RedisStore", "SqliteStore", "redis::", "rusqlite"] {
+            assert!(!text.contains(name), "{f} names {name}: it must reach stores only through the Store trait");
+        }
+    }
+    for crate_dir in ["engine", "connectors"] {
+        let manifest = std::fs::read_to_string(root().join(crate_dir).join("Cargo.toml")).unwrap_or_default();
+        assert!(!manifest.contains("sluice-runtime"), "{crate_dir} depends on the runtime");
     }
 }

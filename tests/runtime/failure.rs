@@ -7,6 +7,7 @@ use serde_json::json;
 use sluice_connectors::egress::Egress;
 
 both_stores!(
+    finished_runs_are_deleted_after_their_retention,
     continue_on_error_lets_the_run_succeed,
     on_failure_runs_with_the_error_in_scope,
     dead_letter_keeps_redacted_inputs_and_replay_continues
@@ -186,5 +187,34 @@ steps:
         }
     }
     assert!(peer.all_hits().is_empty(), "a refused request reached the peer");
+    env.shutdown().await;
+}
+
+async fn finished_runs_are_deleted_after_their_retention(env: Env) {
+    let backend = env.backend;
+    env.shutdown().await;
+    let env =
+        Env::with(backend, Opts { retention: Some(std::time::Duration::from_millis(300)), ..Opts::default() }).await;
+    let yaml = r#"
+version: 1
+name: t
+triggers: [ { manual: {} } ]
+steps:
+  - id: a
+    uses: transform
+    with: { output: 1 }
+"#;
+    let done = env.run(yaml, json!({})).await;
+    let id = done["id"].as_str().unwrap().to_string();
+    let slow = yaml.replace("uses: transform\n    with: { output: 1 }", "uses: delay\n    with: { for: 1500ms }");
+    let running = env.start(&slow, json!({})).await;
+    assert!(env.ex.record(TENANT, &id).await.is_ok(), "a finished run is kept during its retention");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    env.store.housekeeping().await.unwrap();
+    assert!(env.ex.record(TENANT, &id).await.is_err(), "the run outlived its retention");
+    assert!(env.store.all_states(TENANT, &id).await.unwrap().is_empty(), "its outputs outlived it");
+    // A run that has not finished is never deleted.
+    let rec = env.wait(&running).await;
+    assert_eq!(rec["status"], "succeeded");
     env.shutdown().await;
 }

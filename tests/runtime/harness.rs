@@ -99,11 +99,19 @@ pub struct Opts {
     pub lease: Duration,
     pub secrets: Vec<(&'static str, &'static str)>,
     pub egress: Egress,
+    /// How long finished runs are kept (the stores' default when `None`).
+    pub retention: Option<Duration>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { concurrency: 4, lease: Duration::from_secs(30), secrets: Vec::new(), egress: Egress::AllowPrivate }
+        Opts {
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            secrets: Vec::new(),
+            egress: Egress::AllowPrivate,
+            retention: None,
+        }
     }
 }
 
@@ -126,10 +134,26 @@ impl Env {
     pub async fn with(backend: Backend, opts: Opts) -> Env {
         let dir = TempDir::new("rt");
         let (store, redis): (Arc<dyn Store>, _) = match backend {
-            Backend::Embedded => (Arc::new(SqliteStore::open(&dir.0).expect("open the embedded store")), None),
+            Backend::Embedded => {
+                let s = SqliteStore::open(&dir.0).expect("open the embedded store");
+                (
+                    Arc::new(match opts.retention {
+                        Some(r) => s.with_retention(r),
+                        None => s,
+                    }),
+                    None,
+                )
+            }
             Backend::Redis => {
                 let server = RedisServer::start();
-                (Arc::new(RedisStore::connect(&server.url).await.expect("connect to redis")), Some(server))
+                let s = RedisStore::connect(&server.url).await.expect("connect to redis");
+                (
+                    Arc::new(match opts.retention {
+                        Some(r) => s.with_retention(r),
+                        None => s,
+                    }),
+                    Some(server),
+                )
             }
         };
         let secrets: HashMap<String, String> =

@@ -4,6 +4,7 @@
 
 pub mod harness;
 
+mod cli;
 mod failure;
 mod faults;
 mod flow;

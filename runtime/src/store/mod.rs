@@ -30,6 +30,11 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// How long a finished run is kept with its outputs, unless the store is told otherwise (SPEC section 6).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a dead letter is kept at most when it is neither replayed nor deleted.
+pub const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -84,4 +89,9 @@ pub trait Store: Send + Sync + 'static {
     /// (commands inside scripts included, from `INFO commandstats`, all clients); on the embedded store the SQL
     /// statements this process ran.
     async fn commands_executed(&self) -> Result<u64>;
+
+    /// Deletes what outlived its keeping period (finished runs past the retention, dead letters past 30
+    /// days); answers how many runs went. Housekeeping, the one operation across tenants; Redis expires keys
+    /// by itself, so there it does nothing.
+    async fn housekeeping(&self) -> Result<u64>;
 }

@@ -80,6 +80,7 @@ pub struct RedisStore {
     announce: Script,
     notify: Arc<Notify>,
     generation: Arc<AtomicU64>,
+    retention: Duration,
 }
 
 impl RedisStore {
@@ -103,7 +104,14 @@ impl RedisStore {
             announce: Script::new(include_str!("lua/announce.lua")),
             notify,
             generation,
+            retention: super::DEFAULT_RETENTION,
         })
+    }
+
+    /// How long finished runs are kept (default 7 days).
+    pub fn with_retention(mut self, retention: Duration) -> RedisStore {
+        self.retention = retention;
+        self
     }
 
     /// Announces work of `tenant` due at `at_ms`: the tenant enters the rotation; idle workers wake when the
@@ -399,6 +407,8 @@ impl Store for RedisStore {
             .key(k.dead_letters())
             .key(k.dead_letter_index())
             .arg(payload.to_string())
+            .arg(self.retention.as_millis() as u64)
+            .arg(super::DEAD_LETTER_RETENTION.as_millis() as u64)
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
@@ -421,6 +431,10 @@ impl Store for RedisStore {
         let docs: Vec<Option<String>> =
             redis::cmd("HMGET").arg(k.dead_letters()).arg(&ids).query_async(&mut c).await.map_err(err)?;
         docs.into_iter().flatten().map(|d| parse(&d)).collect()
+    }
+
+    async fn housekeeping(&self) -> Result<u64> {
+        Ok(0)
     }
 
     async fn commands_executed(&self) -> Result<u64> {

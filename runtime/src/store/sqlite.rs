@@ -18,7 +18,8 @@ PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = OFF;
 CREATE TABLE IF NOT EXISTS runs (tenant TEXT NOT NULL, id TEXT NOT NULL, status TEXT NOT NULL, header TEXT NOT NULL,
-  plan TEXT NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+  plan TEXT NOT NULL, finished_ms INTEGER, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_ms) WHERE finished_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS states (tenant TEXT NOT NULL, run TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL,
   PRIMARY KEY (tenant, run, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS terminal (tenant TEXT NOT NULL, run TEXT NOT NULL, step TEXT NOT NULL,
@@ -42,6 +43,7 @@ static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 /// The embedded store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    retention: Duration,
     notify: Arc<Notify>,
     generation: AtomicU64,
 }
@@ -73,9 +75,16 @@ impl SqliteStore {
         );
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            retention: super::DEFAULT_RETENTION,
             notify: Arc::new(Notify::new()),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// How long finished runs are kept (default 7 days).
+    pub fn with_retention(mut self, retention: Duration) -> SqliteStore {
+        self.retention = retention;
+        self
     }
 
     async fn with<T: Send + 'static>(
@@ -443,8 +452,17 @@ impl Store for SqliteStore {
                 if let Some((expected, header)) = &c.run {
                     let n = tx
                         .execute(
-                            "UPDATE runs SET header = ?1, status = ?2 WHERE tenant = ?3 AND id = ?4 AND status = ?5",
-                            params![json(header)?, header.status.as_str(), tenant, header.id, expected.as_str()],
+                            "UPDATE runs SET header = ?1, status = ?2,
+                             finished_ms = CASE WHEN ?2 IN ('succeeded', 'failed', 'cancelled') THEN ?6 ELSE NULL END
+                             WHERE tenant = ?3 AND id = ?4 AND status = ?5",
+                            params![
+                                json(header)?,
+                                header.status.as_str(),
+                                tenant,
+                                header.id,
+                                expected.as_str(),
+                                now_ms() as i64
+                            ],
                         )
                         .map_err(err)?;
                     result.run_written = n == 1;
@@ -469,13 +487,18 @@ impl Store for SqliteStore {
                 }
                 if let (Some((total, header)), false) = (&c.finish, result.run_written) {
                     let terminal: u32 = tx
-                        .query_row("SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2", params![tenant, run_id], |r| r.get(0))
+                        .query_row(
+                            "SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2",
+                            params![tenant, run_id],
+                            |r| r.get(0),
+                        )
                         .map_err(err)?;
                     if terminal >= *total {
                         let n = tx
                             .execute(
-                                "UPDATE runs SET header = ?1, status = 'succeeded' WHERE tenant = ?2 AND id = ?3 AND status = 'running'",
-                                params![json(header)?, tenant, run_id],
+                                "UPDATE runs SET header = ?1, status = 'succeeded', finished_ms = ?4
+                                 WHERE tenant = ?2 AND id = ?3 AND status = 'running'",
+                                params![json(header)?, tenant, run_id, now_ms() as i64],
                             )
                             .map_err(err)?;
                         result.run_written = n == 1;
@@ -503,6 +526,30 @@ impl Store for SqliteStore {
                 out.push(parse(&r.map_err(err)?)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn housekeeping(&self) -> Result<u64> {
+        let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64) as i64;
+        let dl_cutoff = now_ms().saturating_sub(super::DEAD_LETTER_RETENTION.as_millis() as u64) as i64;
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS gone (tenant TEXT, id TEXT); DELETE FROM gone;").map_err(err)?;
+            // At most 1,000 runs a round, so the store is never locked for long.
+            let n = tx
+                .execute(
+                    "INSERT INTO gone SELECT tenant, id FROM runs WHERE finished_ms IS NOT NULL AND finished_ms < ?1 LIMIT 1000",
+                    params![cutoff],
+                )
+                .map_err(err)?;
+            for table in ["states", "terminal", "enqueued", "items_done"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE (tenant, run) IN (SELECT tenant, id FROM gone)"), []).map_err(err)?;
+            }
+            tx.execute("DELETE FROM runs WHERE (tenant, id) IN (SELECT tenant, id FROM gone)", []).map_err(err)?;
+            tx.execute("DELETE FROM dead_letters WHERE created_ms < ?1", params![dl_cutoff]).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n as u64)
         })
         .await
     }

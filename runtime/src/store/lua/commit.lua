@@ -1,6 +1,7 @@
 -- Applies one change of a run atomically. KEYS: ready, timers, inflight, run (hash), states (hash),
 -- terminal (set), enqueued (set), items (set "step#i"), item counts (hash), dead letters (hash), dead letter
--- index (zset). ARGV[1]: the change as JSON.
+-- index (zset). ARGV[1]: the change as JSON; ARGV[2]: how long a finished run is kept (ms); ARGV[3]: how long
+-- a dead letter is kept (ms).
 -- Returns { items_done, run_written, pushed, chained task or false }: `pushed` counts tasks put on the ready
 -- list or the timers (the caller then wakes workers); a chained task went straight to the committing worker.
 local c = cjson.decode(ARGV[1])
@@ -87,9 +88,27 @@ if c.finish and written == 0 then
     written = 1
   end
 end
+if written == 1 then
+  -- A finished run is kept for the retention period, then Redis deletes it with its outputs; a run that
+  -- goes back to running (a replay) is kept again.
+  local status = c.run and c.run[2] or 'succeeded'
+  for i = 4, 9 do
+    if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+      redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    else
+      redis.call('PERSIST', KEYS[i])
+    end
+  end
+end
 if c.dead_letter then
   redis.call('HSET', KEYS[10], c.dead_letter[1], c.dead_letter[3])
   redis.call('ZADD', KEYS[11], c.dead_letter[2], c.dead_letter[1])
+  -- Dead letters older than their keeping period go as new ones arrive.
+  local old = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('HDEL', KEYS[10], unpack(old))
+    redis.call('ZREM', KEYS[11], unpack(old))
+  end
 end
 if c.remove_dead_letter then
   redis.call('HDEL', KEYS[10], c.remove_dead_letter)
