@@ -96,7 +96,8 @@ pub fn run(validator: &sluice_engine::Validator, args: BenchArgs) -> anyhow::Res
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    crate::init_logs("warn");
+    // The retry probe fails on purpose; its warnings are not news.
+    crate::init_logs("error");
     rt.block_on(bench(plan, steps_per_run, args))
 }
 
@@ -106,7 +107,8 @@ async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs)
         Some(url) => Arc::new(RedisStore::connect(url).await.with_context(|| format!("cannot connect to {url}"))?),
         None => Arc::new(SqliteStore::open(&dir).context("cannot create the temporary store")?),
     };
-    let config = executor::Config { egress: Egress::PublicOnly, ..executor::Config::default() };
+    // The only outbound request of a workload is the retry probe's, to a closed port on this machine.
+    let config = executor::Config { egress: Egress::AllowPrivate, ..executor::Config::default() };
     let ex = Arc::new(
         Executor::new(
             store.clone(),
@@ -162,6 +164,7 @@ async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs)
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let after = store.commands_executed().await?;
+    let retry_errors = retry_accuracy(&ex, &mut done).await?;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
 
@@ -196,12 +199,58 @@ async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs)
         "latency_ms": { "p50": round(percentile(&latencies, 0.5), 2), "p99": round(percentile(&latencies, 0.99), 2) },
         "idle_run_ms": { "p50": round(percentile(&idle, 0.5), 2), "p99": round(percentile(&idle, 0.99), 2) },
         "store_commands_per_step": round(commands as f64 / steps, 2),
+        "retry_delay_error_ms": {
+            "p50": round(percentile(&retry_errors, 0.5), 2),
+            "max": round(retry_errors.last().copied().unwrap_or(0.0), 2),
+            "samples": retry_errors.len(),
+        },
     });
     match args.format {
         crate::Format::Json => crate::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
         crate::Format::Human => crate::emit(&human(&report)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a step that fails with a network error (a closed local port) and is retried 5 times after a
+/// constant 100 ms; answers how far each measured wait (end of one attempt to start of the next) was from
+/// 100 ms, sorted.
+async fn retry_accuracy(
+    ex: &Executor,
+    done: &mut tokio::sync::broadcast::Receiver<(String, String, sluice_runtime::model::RunStatus)>,
+) -> anyhow::Result<Vec<f64>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let yaml = format!(
+        "version: 1\nname: probe\ntriggers: [ {{ manual: {{}} }} ]\nsteps:\n  - id: call\n    uses: http\n    retry: {{ max_attempts: 6, backoff: constant, initial_delay: 100ms, jitter: none, retry_on: [network] }}\n    with: {{ url: \"http://127.0.0.1:{port}/\" }}\n"
+    );
+    let v = sluice_engine::Validator::new(sluice_connectors::registry());
+    let plan = match sluice_engine::compile(&v, "probe.yaml", &yaml) {
+        Ok((plan, _)) => plan,
+        Err(d) => bail!("the retry probe does not compile: {d:?}"),
+    };
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(ex.start_run(TENANT, &plan, 1, json!({ "kind": "manual", "body": {} })).await?);
+    }
+    wait_for(done, &ids).await?;
+    let ms = |v: &Value| {
+        v.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.timestamp_millis() as f64)
+    };
+    let mut errors = Vec::new();
+    for id in &ids {
+        let rec = ex.record(TENANT, id).await?;
+        let attempts = rec["steps"]["call"]["attempts"].as_array().cloned().unwrap_or_default();
+        for w in attempts.windows(2) {
+            if let (Some(end), Some(start)) = (ms(&w[0]["finished_at"]), ms(&w[1]["started_at"])) {
+                errors.push((start - end - 100.0).abs());
+            }
+        }
+    }
+    if errors.is_empty() {
+        bail!("the retry probe recorded no retries");
+    }
+    errors.sort_by(f64::total_cmp);
+    Ok(errors)
 }
 
 fn note(
@@ -243,7 +292,7 @@ fn round(x: f64, digits: i32) -> f64 {
 
 fn human(r: &Value) -> String {
     format!(
-        "{} workload on the {} store: {} runs of {} steps with {} step slots\n  {} steps/s, {} runs/s ({} s)\n  run latency under load: p50 {} ms, p99 {} ms\n  one run on an idle engine: p50 {} ms, p99 {} ms\n  store commands per step: {}\n",
+        "{} workload on the {} store: {} runs of {} steps with {} step slots\n  {} steps/s, {} runs/s ({} s)\n  run latency under load: p50 {} ms, p99 {} ms\n  one run on an idle engine: p50 {} ms, p99 {} ms\n  store commands per step: {}\n  retry delay error: p50 {} ms, max {} ms ({} retries after 100 ms)\n",
         r["workload"].as_str().unwrap_or(""),
         r["store"].as_str().unwrap_or(""),
         r["runs"],
@@ -257,5 +306,8 @@ fn human(r: &Value) -> String {
         r["idle_run_ms"]["p50"],
         r["idle_run_ms"]["p99"],
         r["store_commands_per_step"],
+        r["retry_delay_error_ms"]["p50"],
+        r["retry_delay_error_ms"]["max"],
+        r["retry_delay_error_ms"]["samples"],
     )
 }

@@ -98,6 +98,7 @@ fn bench_reports_every_field_on_both_stores() {
             assert!(r["steps_per_s"].as_f64().unwrap() > 0.0);
             assert!(r["latency_ms"]["p50"].as_f64().is_some() && r["latency_ms"]["p99"].as_f64().is_some());
             assert!(r["store_commands_per_step"].as_f64().unwrap() > 1.0, "{r}");
+            assert!(r["retry_delay_error_ms"]["samples"].as_u64().unwrap() > 0, "{r}");
         }
     }
 }
