@@ -113,9 +113,11 @@ async fn run_once(
     let mut shown: HashMap<String, String> = HashMap::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut interrupted = false;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
                 eprintln!("interrupted: cancelling the run");
                 ex.cancel(tenant, &run_id).await?;
             }

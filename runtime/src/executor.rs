@@ -55,6 +55,9 @@ impl Events for NoOtherPipelines {
 /// expired leases and other tenants are served).
 pub const MAX_CHAIN: usize = 16;
 
+/// The run header's `reason` while a replay is under way (cleared when the run finishes).
+const REPLAYING: &str = "replaying";
+
 struct ChainSlot {
     allowed: bool,
     next: Option<Claimed>,
@@ -328,7 +331,7 @@ impl Executor {
         }
         let now = now_ms();
         // A delay that is over.
-        if state.status == StepStatus::Waiting && task.index.is_none() && step.uses == "delay" {
+        if state.status == StepStatus::Waiting && step.uses == "delay" {
             let until = state.wait_until.unwrap_or(0);
             if now + 1 >= until {
                 return self.succeed(claimed, &header, &plan, &step, state, Value::Null, None).await;
@@ -732,14 +735,20 @@ impl Executor {
 
     /// For a main step that no main step waits for: the header the run gets when this step was the last to
     /// become terminal (the store checks the count atomically with the commit).
-    fn finish_for(&self, plan: &Plan, header: &RunHeader, step: &str) -> Option<(u32, RunHeader)> {
+    fn finish_for(&self, plan: &Plan, header: &RunHeader, step: &str) -> Option<(Vec<String>, RunHeader)> {
         let main = plan.steps.iter().any(|s| s.id == step);
-        let sink = !plan.steps.iter().any(|s| s.needs.iter().any(|n| n == step));
+        // A replayed step may be the last even with dependants (they ran before); asking costs one command.
+        let sink = !plan.steps.iter().any(|s| s.needs.iter().any(|n| n == step))
+            || header.reason.as_deref() == Some(REPLAYING);
         (main && sink).then(|| {
+            let mut header = header.clone();
+            header.reason = None;
+            let header = &header;
             let mut done = header.clone();
             done.status = RunStatus::Succeeded;
             done.finished_at = Some(rfc3339(now_ms()));
-            (plan.steps.len() as u32, done)
+            // The main steps by name: `on_failure` steps share the terminal set and must not count.
+            (plan.steps.iter().map(|s| s.id.clone()).collect(), done)
         })
     }
 
@@ -785,12 +794,16 @@ impl Executor {
             release: true,
             ..Commit::default()
         };
+        // A filter stops its part of the pipeline: the main steps (the run succeeds as `filtered`), or, in
+        // `on_failure`, the failure handlers (the run stays failed).
+        let on_failure = plan.on_failure.iter().any(|s| s.id == step.id);
+        let rest = if on_failure { &plan.on_failure } else { &plan.steps };
         let all = self.store.all_states(&claimed.tenant, &claimed.task.run).await?;
         let known: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
-        for s in &plan.steps {
+        for s in rest {
             if s.id != step.id && !known.get(s.id.as_str()).is_some_and(|st| st.status.is_terminal()) {
                 let prev = known.get(s.id.as_str()).map(|st| (*st).clone()).unwrap_or_default();
-                c.states.push((
+                c.close.push((
                     s.id.clone(),
                     StepState {
                         status: StepStatus::Skipped,
@@ -799,14 +812,15 @@ impl Executor {
                         ..prev
                     },
                 ));
-                c.terminal.push(s.id.clone());
             }
         }
-        let mut done = header.clone();
-        done.status = RunStatus::Succeeded;
-        done.reason = Some("filtered".into());
-        done.finished_at = Some(rfc3339(now_ms()));
-        c.run = Some((RunStatus::Running, done));
+        if !on_failure {
+            let mut done = header.clone();
+            done.status = RunStatus::Succeeded;
+            done.reason = Some("filtered".into());
+            done.finished_at = Some(rfc3339(now_ms()));
+            c.run = Some((RunStatus::Running, done));
+        }
         self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
         Ok(())
     }
@@ -836,8 +850,10 @@ impl Executor {
             finished_at: rfc3339(finished),
             error: Some(error.clone()),
         });
-        if step.retry.retries(err.class, number) {
-            let delay = step.retry.delay_ms(number, state.last_delay_ms, rand::random::<f64>(), err.retry_after_ms);
+        // Counted from the last replay, which gives a step its whole retry budget again.
+        let relative = number.saturating_sub(state.attempt_base).max(1);
+        if step.retry.retries(err.class, relative) {
+            let delay = step.retry.delay_ms(relative, state.last_delay_ms, rand::random::<f64>(), err.retry_after_ms);
             let at = finished + delay;
             state.status = StepStatus::Retrying;
             state.wait_until = Some(at);
@@ -918,17 +934,17 @@ impl Executor {
             self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
             return Ok(());
         }
-        // The run fails: steps not finished are cancelled, `on_failure` steps start.
+        // The run fails: steps not finished are cancelled (the store keeps any that finished meanwhile),
+        // `on_failure` steps start.
         let all = self.store.all_states(tenant, &task.run).await?;
         let known: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
         for s in &plan.steps {
             if s.id != step.id && !known.get(s.id.as_str()).is_some_and(|st| st.status.is_terminal()) {
                 let prev = known.get(s.id.as_str()).map(|st| (*st).clone()).unwrap_or_default();
-                c.states.push((
+                c.close.push((
                     s.id.clone(),
                     StepState { status: StepStatus::Cancelled, output: Value::Null, wait_until: None, ..prev },
                 ));
-                c.terminal.push(s.id.clone());
             }
         }
         let mut failed = header.clone();
@@ -944,14 +960,22 @@ impl Executor {
 
     /// Cancels a run: its remaining steps are cancelled as workers reach them.
     pub async fn cancel(&self, tenant: &str, run: &str) -> Result<RunStatus, ExecError> {
-        let (header, _) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
-        if header.status.is_terminal() {
-            return Ok(header.status);
+        // The status may move under us (a worker starts the run): compare against what is there, again.
+        for _ in 0..5 {
+            let (header, _) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
+            if header.status.is_terminal() {
+                return Ok(header.status);
+            }
+            let mut cancelled = header.clone();
+            cancelled.status = RunStatus::Cancelled;
+            cancelled.finished_at = Some(rfc3339(now_ms()));
+            let r = self
+                .commit(tenant, run, None, Commit { run: Some((header.status, cancelled)), ..Commit::default() })
+                .await?;
+            if r.run_written {
+                return Ok(RunStatus::Cancelled);
+            }
         }
-        let mut cancelled = header.clone();
-        cancelled.status = RunStatus::Cancelled;
-        cancelled.finished_at = Some(rfc3339(now_ms()));
-        self.commit(tenant, run, None, Commit { run: Some((header.status, cancelled)), ..Commit::default() }).await?;
         let (now, _) = self.plan_of(tenant, run).await?.ok_or(ExecError::NoSuchRun)?;
         Ok(now.status)
     }
@@ -968,51 +992,86 @@ impl Executor {
             .ok_or(ExecError::NoSuchDeadLetter)?;
         let (header, plan) = self.plan_of(tenant, &dl.run_id).await?.ok_or(ExecError::NoSuchRun)?;
         let all = self.store.all_states(tenant, &dl.run_id).await?;
+        let states: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
+        let run = dl.run_id.as_str();
+        let pending = |key: &str| {
+            let prev = states.get(key).map(|s| (*s).clone()).unwrap_or_default();
+            StepState {
+                status: StepStatus::Pending,
+                output: Value::Null,
+                dead_letter: None,
+                wait_until: None,
+                attempt_base: prev.attempts.len() as u32,
+                ..prev
+            }
+        };
         let mut c = Commit::default();
         let task = TaskRef { run: dl.run_id.clone(), step: dl.step.clone(), index: dl.index };
-        // The failed step (and its item) and every step the failure cancelled become pending again.
-        let mut reopen = vec![TaskRef::step(&dl.run_id, &dl.step)];
-        if dl.index.is_some() {
-            reopen.push(task.clone());
-        }
-        for (k, s) in &all {
-            if s.status == StepStatus::Cancelled && plan.steps.iter().any(|p| &p.id == k) {
-                reopen.push(TaskRef::step(&dl.run_id, k));
+        let main = plan.steps.iter().any(|s| s.id == dl.step);
+        let mut reopen = vec![TaskRef::step(run, &dl.step)];
+        match dl.index {
+            None => c.states.push((dl.step.clone(), pending(&dl.step))),
+            Some(failed) => {
+                // The step goes back to running (fanned out); its failed item and every item that did not
+                // finish (dropped when the run stopped) run again.
+                if let Some(step_state) = states.get(dl.step.as_str()) {
+                    let st = StepState { status: StepStatus::Running, dead_letter: None, ..(*step_state).clone() };
+                    c.states.push((dl.step.clone(), st));
+                }
+                let total = states.get(dl.step.as_str()).and_then(|s| s.items).unwrap_or(0);
+                for i in 0..total {
+                    let key = state_key(&dl.step, Some(i));
+                    let done = states.get(key.as_str()).is_some_and(|s| s.status.is_terminal()) && i != failed;
+                    if !done {
+                        c.states.push((key, pending(&state_key(&dl.step, Some(i)))));
+                        reopen.push(TaskRef::item(run, &dl.step, i));
+                        if i != failed {
+                            c.enqueue.push(TaskRef::item(run, &dl.step, i));
+                        }
+                    }
+                }
             }
         }
-        for t in &reopen {
-            let key = t.state_key();
-            let prev = all.iter().find(|(k, _)| k == &key).map(|(_, s)| s.clone()).unwrap_or_default();
-            c.states.push((
-                key,
-                StepState {
-                    status: StepStatus::Pending,
-                    output: Value::Null,
-                    dead_letter: None,
-                    wait_until: None,
-                    ..prev
-                },
-            ));
+        let mut running = header.clone();
+        if header.status == RunStatus::Failed && main {
+            // The run failed here: what the failure cancelled runs again once its needs are met.
+            let cancelled: Vec<&PlanStep> = plan
+                .steps
+                .iter()
+                .filter(|s| {
+                    s.id != dl.step && states.get(s.id.as_str()).is_some_and(|st| st.status == StepStatus::Cancelled)
+                })
+                .collect();
+            let reopened: Vec<&str> = cancelled.iter().map(|s| s.id.as_str()).chain([dl.step.as_str()]).collect();
+            for s in &cancelled {
+                c.states.push((s.id.clone(), pending(&s.id)));
+                reopen.push(TaskRef::step(run, &s.id));
+                let ready = s.needs.iter().all(|n| {
+                    !reopened.contains(&n.as_str()) && states.get(n.as_str()).is_some_and(|st| st.status.is_terminal())
+                });
+                if ready {
+                    c.enqueue.push(TaskRef::step(run, &s.id));
+                }
+            }
+            running.status = RunStatus::Running;
+            running.error = None;
+            running.finished_at = None;
+            running.reason = None;
+        } else if main && header.status.is_terminal() {
+            // A `continue_on_error` step of a run that went on: it runs again and the run finishes with it;
+            // its dependants ran already and are not run again.
+            running.status = RunStatus::Running;
+            running.finished_at = None;
+            running.reason = Some(REPLAYING.into());
         }
+        // An `on_failure` step runs again in its failed run, which stays failed.
         c.reopen = reopen;
-        if dl.index.is_some() {
-            // The step itself stays running (fanned out); only its item runs again.
-            if let Some(step_state) = all.iter().find(|(k, _)| k == &dl.step).map(|(_, s)| s.clone()) {
-                c.states.retain(|(k, _)| k != &dl.step);
-                c.states.push((
-                    dl.step.clone(),
-                    StepState { status: StepStatus::Running, dead_letter: None, ..step_state },
-                ));
-            }
-        }
         c.schedule = Some((task, 0));
         c.remove_dead_letter = Some(dl.id.clone());
-        let mut running = header.clone();
-        running.status = RunStatus::Running;
-        running.error = None;
-        running.finished_at = None;
-        c.run = Some((header.status, running));
-        self.commit(tenant, &dl.run_id, None, c).await?;
+        if running != header {
+            c.run = Some((header.status, running));
+        }
+        self.commit(tenant, run, None, c).await?;
         Ok(dl.run_id)
     }
 

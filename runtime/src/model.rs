@@ -140,6 +140,16 @@ pub struct StepState {
     /// Why a step was skipped or a run stopped (`if`, `filtered`, `dependencies skipped`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Attempts made before the last replay: a replayed step gets its whole retry budget again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt_base: u32,
+    /// Set by a replay: the step's success may be the run's last (its dependants already ran).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a run failed.
@@ -192,6 +202,9 @@ pub struct Commit {
     pub states: Vec<(String, StepState)>,
     /// Steps that became terminal (added to the run's terminal set).
     pub terminal: Vec<String>,
+    /// Steps to close (cancelled, or skipped by a filter): each state is written and the step made terminal
+    /// only if the step is not terminal yet, so a step that finished meanwhile keeps its result.
+    pub close: Vec<(String, StepState)>,
     /// An item that finished: added to its step's done-items set; the result says how many are done.
     pub item_done: Option<(String, u32)>,
     /// Tasks to enqueue once all the listed steps are terminal; each at most once per run.
@@ -212,9 +225,9 @@ pub struct Commit {
     /// Hand the first task this commit makes ready straight to this worker, leased until the given time (ms),
     /// instead of putting it on the ready list: a chain runs without a trip through the queue.
     pub chain: Option<(String, u64)>,
-    /// The run succeeds (this header is written) when, after this commit, this many main steps are terminal
+    /// The run succeeds (this header is written) when, after this commit, every listed main step is terminal
     /// and the run is still running. Given by commits of steps that no main step waits for.
-    pub finish: Option<(u32, RunHeader)>,
+    pub finish: Option<(Vec<String>, RunHeader)>,
 }
 
 /// What a commit observed.

@@ -354,6 +354,10 @@ impl Store for RedisStore {
         for (key, s) in &cm.states {
             states.push(json!([key, to_json(s)?]));
         }
+        let mut close = Vec::new();
+        for (key, st) in &cm.close {
+            close.push(json!([key, to_json(st)?]));
+        }
         let candidates: Vec<Value> = cm.candidates.iter().map(|(t, deps)| json!([t.encode(), deps])).collect();
         let woke_at = match &cm.schedule {
             Some((_, at)) if cm.enqueue.is_empty() && cm.candidates.is_empty() => (*at).max(now),
@@ -363,6 +367,7 @@ impl Store for RedisStore {
             "now": now,
             "states": states,
             "terminal": cm.terminal,
+            "close": close,
             "candidates": candidates,
             "enqueue": cm.enqueue.iter().map(TaskRef::encode).collect::<Vec<_>>(),
             "reopen": cm.reopen.iter().map(|t| json!([t.encode(), t.step, t.index.map_or(-1, i64::from)])).collect::<Vec<_>>(),

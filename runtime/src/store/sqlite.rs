@@ -409,6 +409,22 @@ impl Store for SqliteStore {
                     )
                     .map_err(err)?;
                 }
+                for (key, state) in &c.close {
+                    let n = tx
+                        .execute(
+                            "INSERT OR IGNORE INTO terminal (tenant, run, step) VALUES (?1, ?2, ?3)",
+                            params![tenant, run_id, key],
+                        )
+                        .map_err(err)?;
+                    if n == 1 {
+                        tx.execute(
+                            "INSERT INTO states (tenant, run, key, doc) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (tenant, run, key) DO UPDATE SET doc = excluded.doc",
+                            params![tenant, run_id, key, json(state)?],
+                        )
+                        .map_err(err)?;
+                    }
+                }
                 if let Some((step, idx)) = &c.item_done {
                     tx.execute(
                         "INSERT OR IGNORE INTO items_done (tenant, run, step, idx) VALUES (?1, ?2, ?3, ?4)",
@@ -485,15 +501,15 @@ impl Store for SqliteStore {
                     )
                     .map_err(err)?;
                 }
-                if let (Some((total, header)), false) = (&c.finish, result.run_written) {
-                    let terminal: u32 = tx
+                if let (Some((ids, header)), false) = (&c.finish, result.run_written) {
+                    let terminal: usize = tx
                         .query_row(
-                            "SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2",
-                            params![tenant, run_id],
+                            "SELECT COUNT(*) FROM terminal WHERE tenant = ?1 AND run = ?2 AND step IN (SELECT value FROM json_each(?3))",
+                            params![tenant, run_id, json(ids)?],
                             |r| r.get(0),
                         )
                         .map_err(err)?;
-                    if terminal >= *total {
+                    if terminal >= ids.len() {
                         let n = tx
                             .execute(
                                 "UPDATE runs SET header = ?1, status = 'succeeded', finished_ms = ?4

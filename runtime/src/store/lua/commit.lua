@@ -40,6 +40,11 @@ end
 if c.terminal and #c.terminal > 0 then
   redis.call('SADD', KEYS[6], unpack(c.terminal))
 end
+for _, kv in ipairs(c.close or {}) do
+  if redis.call('SADD', KEYS[6], kv[1]) == 1 then
+    redis.call('HSET', KEYS[5], kv[1], kv[2])
+  end
+end
 local items_done = 0
 if c.item_done then
   local member = c.item_done[1] .. '#' .. c.item_done[2]
@@ -82,8 +87,12 @@ if c.run then
   end
 end
 if c.finish and written == 0 then
-  -- c.finish = { main steps, header }: the run succeeds when this commit made the last main step terminal.
-  if redis.call('SCARD', KEYS[6]) >= tonumber(c.finish[1]) and redis.call('HGET', KEYS[4], 'status') == 'running' then
+  -- c.finish = { main step ids, header }: the run succeeds when this commit made the last main step terminal.
+  local all = true
+  for _, p in ipairs(redis.call('SMISMEMBER', KEYS[6], unpack(c.finish[1]))) do
+    if p == 0 then all = false break end
+  end
+  if all and redis.call('HGET', KEYS[4], 'status') == 'running' then
     redis.call('HSET', KEYS[4], 'status', 'succeeded', 'header', c.finish[2])
     written = 1
   end
