@@ -452,6 +452,7 @@ impl Executor {
                             states: vec![(task.state_key(), state)],
                             schedule: Some((task.clone(), until)),
                             release: true,
+                            guarded: true,
                             ..Commit::default()
                         };
                         self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
@@ -629,6 +630,7 @@ impl Executor {
             ],
             enqueue: (0..window).map(|i| TaskRef::item(run, &step.id, i)).collect(),
             release: true,
+            guarded: true,
             ..Commit::default()
         };
         self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
@@ -862,6 +864,7 @@ impl Executor {
                 states: vec![(task.state_key(), state)],
                 schedule: Some((task.clone(), at)),
                 release: true,
+                guarded: true,
                 ..Commit::default()
             };
             self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;

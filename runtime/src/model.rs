@@ -202,6 +202,9 @@ pub struct Commit {
     pub states: Vec<(String, StepState)>,
     /// Steps that became terminal (added to the run's terminal set).
     pub terminal: Vec<String>,
+    /// Skip writing `states` of steps that are terminal already (closed by a failing run meanwhile): for
+    /// commits that keep a step going (a retry, a wait, a fan-out), never for ones that finish it.
+    pub guarded: bool,
     /// Steps to close (cancelled, or skipped by a filter): each state is written and the step made terminal
     /// only if the step is not terminal yet, so a step that finished meanwhile keeps its result.
     pub close: Vec<(String, StepState)>,

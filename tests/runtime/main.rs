@@ -8,5 +8,6 @@ mod cli;
 mod failure;
 mod faults;
 mod flow;
+mod replay;
 mod retries;
 mod webhooks;

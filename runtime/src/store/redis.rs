@@ -368,6 +368,7 @@ impl Store for RedisStore {
             "states": states,
             "terminal": cm.terminal,
             "close": close,
+            "guarded": cm.guarded,
             "candidates": candidates,
             "enqueue": cm.enqueue.iter().map(TaskRef::encode).collect::<Vec<_>>(),
             "reopen": cm.reopen.iter().map(|t| json!([t.encode(), t.step, t.index.map_or(-1, i64::from)])).collect::<Vec<_>>(),

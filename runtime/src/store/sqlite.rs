@@ -395,6 +395,19 @@ impl Store for SqliteStore {
                     .map_err(err)?;
                 }
                 for (key, state) in &c.states {
+                    if c.guarded {
+                        let closed: Option<i64> = tx
+                            .query_row(
+                                "SELECT 1 FROM terminal WHERE tenant = ?1 AND run = ?2 AND step = ?3",
+                                params![tenant, run_id, key],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(err)?;
+                        if closed.is_some() {
+                            continue;
+                        }
+                    }
                     tx.execute(
                         "INSERT INTO states (tenant, run, key, doc) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (tenant, run, key) DO UPDATE SET doc = excluded.doc",

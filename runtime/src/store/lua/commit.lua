@@ -32,10 +32,12 @@ end
 if c.states and #c.states > 0 then
   local args = {}
   for _, kv in ipairs(c.states) do
-    args[#args + 1] = kv[1]
-    args[#args + 1] = kv[2]
+    if not (c.guarded and redis.call('SISMEMBER', KEYS[6], kv[1]) == 1) then
+      args[#args + 1] = kv[1]
+      args[#args + 1] = kv[2]
+    end
   end
-  redis.call('HSET', KEYS[5], unpack(args))
+  if #args > 0 then redis.call('HSET', KEYS[5], unpack(args)) end
 end
 if c.terminal and #c.terminal > 0 then
   redis.call('SADD', KEYS[6], unpack(c.terminal))
