@@ -178,6 +178,12 @@ impl Executor {
             .filter(|s| s.is_terminal())
             .or(c.finish.as_ref().map(|_| RunStatus::Succeeded));
         let r = self.store.commit(tenant, run, claimed, c).await?;
+        if r.stale {
+            if let Some(cl) = claimed {
+                tracing::warn!(tenant, run, step = %cl.task.step, worker = %cl.worker, "this worker's lease had expired and another worker took the step; its result is dropped");
+            }
+            return Ok(r);
+        }
         if let (Some(status), true) = (status, r.run_written) {
             let _ = self.finished.send((tenant.to_string(), run.to_string(), status));
         }
@@ -330,6 +336,10 @@ impl Executor {
             return Ok(());
         }
         let now = now_ms();
+        // A fanned-out step whose items are all done: its task came back to gather their outputs.
+        if task.index.is_none() && state.status == StepStatus::Running && state.items.is_some() {
+            return self.gather(claimed, &header, &plan, &step, state).await;
+        }
         // A delay that is over.
         if state.status == StepStatus::Waiting && step.uses == "delay" {
             let until = state.wait_until.unwrap_or(0);
@@ -562,8 +572,12 @@ impl Executor {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = self.store.extend(&claimed.worker, std::slice::from_ref(claimed), lease_ms).await {
-                    tracing::warn!(error = %e, run = %task.run, step = %task.step, "cannot renew the lease");
+                match self.store.extend(&claimed.worker, std::slice::from_ref(claimed), lease_ms).await {
+                    // The lease went to another worker (this one stalled past it): stop; the commit that
+                    // follows is refused as stale, and the other worker's run of the step counts.
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, run = %task.run, step = %task.step, "cannot renew the lease"),
                 }
             }
         };
@@ -574,7 +588,7 @@ impl Executor {
                 Ok(Err(e)) => Attempted::Failed(e),
                 Err(_) => Attempted::Failed(StepError::new(ErrorClass::Timeout, format!("the attempt took longer than its timeout of {}", sluice_engine::model::Duration(timeout)))),
             },
-            () = heartbeat => Attempted::Failed(StepError::new(ErrorClass::Network, "lease renewal stopped")),
+            () = heartbeat => Attempted::Failed(StepError::new(ErrorClass::Network, "this worker lost the step's lease; another worker runs it")),
         }
     }
 
@@ -667,7 +681,7 @@ impl Executor {
                 self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
                 Ok(())
             }
-            Some(i) => self.item_finished(claimed, header, plan, step, i, state).await,
+            Some(i) => self.item_finished(claimed, step, i, state).await,
         }
     }
 
@@ -676,8 +690,6 @@ impl Executor {
     async fn item_finished(
         &self,
         claimed: &Claimed,
-        header: &RunHeader,
-        plan: &Plan,
         step: &PlanStep,
         index: u32,
         state: StepState,
@@ -693,37 +705,56 @@ impl Executor {
             .and_then(|s| s.items)
             .unwrap_or(0);
         let next = index + step.concurrency.max(1);
+        // The item that completes the set also queues the step's own task, in the same atomic commit, to
+        // gather the outputs: a crash between the two cannot strand the step.
         let c = Commit {
             states: vec![(claimed.task.state_key(), state)],
             item_done: Some((step.id.clone(), index)),
             enqueue: if next < total { vec![TaskRef::item(run, &step.id, next)] } else { Vec::new() },
+            finalize: Some((total, TaskRef::step(run, &step.id))),
             release: true,
             ..Commit::default()
         };
-        let r = self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
-        if r.items_done < total {
-            return Ok(());
-        }
-        // The last item: the step's output is the list of item outputs, in item order.
+        self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+        Ok(())
+    }
+
+    /// Every item of a `for_each` step is done: the step's output is the list of item outputs, in item order.
+    async fn gather(
+        &self,
+        claimed: &Claimed,
+        header: &RunHeader,
+        plan: &Plan,
+        step: &PlanStep,
+        state: StepState,
+    ) -> Result<(), StoreError> {
+        let tenant = claimed.tenant.as_str();
+        let run = claimed.task.run.as_str();
+        let total = state.items.unwrap_or(0);
         let keys: Vec<String> = (0..total).map(|i| state_key(&step.id, Some(i))).collect();
         let items = self.store.states(tenant, run, &keys).await?;
+        if !items.iter().all(|s| s.as_ref().is_some_and(|s| s.status.is_terminal())) {
+            // Not every item is done (a duplicate of this task): the last item queues it again.
+            self.commit(tenant, run, Some(claimed), Commit { release: true, ..Commit::default() }).await?;
+            return Ok(());
+        }
         let outputs: Vec<Value> = items.iter().map(|s| s.as_ref().map_or(Value::Null, |s| s.output.clone())).collect();
-        let attempts: Vec<Attempt> = Vec::new();
         let step_state = StepState {
             status: StepStatus::Succeeded,
             output: Value::Array(outputs),
-            attempts,
+            attempts: Vec::new(),
             items: Some(total),
-            ..StepState::default()
+            ..state
         };
         let c = Commit {
             states: vec![(step.id.clone(), step_state)],
             terminal: vec![step.id.clone()],
             candidates: self.candidates(plan, run, &step.id),
             finish: self.finish_for(plan, header, &step.id),
+            release: true,
             ..Commit::default()
         };
-        self.commit(tenant, run, None, c).await?;
+        self.commit(tenant, run, Some(claimed), c).await?;
         Ok(())
     }
 
@@ -892,7 +923,7 @@ impl Executor {
             return match task.index {
                 Some(i) => {
                     self.commit(tenant, &task.run, None, Commit { dead_letter: Some(dl), ..Commit::default() }).await?;
-                    self.item_finished(claimed, header, plan, step, i, state).await
+                    self.item_finished(claimed, step, i, state).await
                 }
                 None => {
                     let c = Commit {

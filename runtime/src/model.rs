@@ -210,6 +210,9 @@ pub struct Commit {
     pub close: Vec<(String, StepState)>,
     /// An item that finished: added to its step's done-items set; the result says how many are done.
     pub item_done: Option<(String, u32)>,
+    /// `(items, step task)`: when `item_done` brings the step's done items to `items`, the step's task is
+    /// queued (again, past the once-per-run rule) to gather the outputs.
+    pub finalize: Option<(u32, TaskRef)>,
     /// Tasks to enqueue once all the listed steps are terminal; each at most once per run.
     pub candidates: Vec<(TaskRef, Vec<String>)>,
     /// Tasks to enqueue now, each at most once per run.
@@ -242,6 +245,9 @@ pub struct CommitResult {
     pub run_written: bool,
     /// The task handed to the committing worker (see [`Commit::chain`]).
     pub chained: Option<TaskRef>,
+    /// The commit released a claim this worker no longer held (its lease went to another worker): nothing
+    /// was applied.
+    pub stale: bool,
 }
 
 /// A new run: its header, the plan it runs (snapshot), and the tasks ready at once.

@@ -112,9 +112,10 @@ pub async fn run_workers(executor: Arc<Executor>, concurrency: usize, stop: watc
     }
 }
 
-/// Every 10 minutes, and soon after the start, deletes finished runs past their retention.
+/// Every 30 seconds: deletes finished runs past their retention and puts back in the rotation any tenant
+/// with work that a crash left out of it.
 async fn housekeeping(executor: Arc<Executor>, mut stop: watch::Receiver<bool>) {
-    let mut wait = Duration::from_secs(60);
+    let mut wait = Duration::from_secs(5);
     loop {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -128,7 +129,7 @@ async fn housekeeping(executor: Arc<Executor>, mut stop: watch::Receiver<bool>) 
             Ok(n) => tracing::info!(runs = n, "deleted finished runs past their retention"),
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again later"),
         }
-        wait = Duration::from_secs(600);
+        wait = Duration::from_secs(30);
     }
 }
 

@@ -174,3 +174,58 @@ async fn an_acknowledged_run_survives_its_process_on_the_embedded_store() {
     let _ = stop.send(true);
     let _ = workers.await;
 }
+
+/// A worker that stalled past its lease: another worker took the step, so the stalled one's renewal finds
+/// nothing to renew and its commit is refused whole (fencing), on both stores.
+async fn fencing(store: Arc<dyn Store>) {
+    use sluice_runtime::model::{Commit, NewRun, RunHeader, RunStatus, StepState, StepStatus, TaskRef};
+    let header = RunHeader {
+        id: "run_fence".into(),
+        pipeline: "t".into(),
+        version: 1,
+        tenant: TENANT.into(),
+        status: RunStatus::Queued,
+        trigger: json!({}),
+        started_at: String::new(),
+        started_at_ms: 0,
+        finished_at: None,
+        error: None,
+        reason: None,
+    };
+    let task = TaskRef::step("run_fence", "a");
+    store.create_run(TENANT, &NewRun { header, plan: json!({}), ready: vec![task.clone()] }).await.unwrap();
+    let a = store.claim("worker-a", 50).await.unwrap().expect("worker a claims the task");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = store.claim("worker-b", 30_000).await.unwrap().expect("the expired lease makes the task claimable");
+    assert_eq!(b.task, task);
+    assert_eq!(store.extend("worker-a", std::slice::from_ref(&a), 30_000).await.unwrap(), 0, "a's lease is gone");
+    assert_eq!(store.extend("worker-b", std::slice::from_ref(&b), 30_000).await.unwrap(), 1);
+    let done = |who: &str| Commit {
+        states: vec![(
+            "a".into(),
+            StepState { status: StepStatus::Succeeded, output: json!(who), ..StepState::default() },
+        )],
+        terminal: vec!["a".into()],
+        release: true,
+        ..Commit::default()
+    };
+    let stale = store.commit(TENANT, "run_fence", Some(&a), done("a")).await.unwrap();
+    assert!(stale.stale, "a commit without the lease must be refused");
+    assert_eq!(
+        store.states(TENANT, "run_fence", &["a".into()]).await.unwrap(),
+        vec![None],
+        "nothing of it was applied"
+    );
+    let ok = store.commit(TENANT, "run_fence", Some(&b), done("b")).await.unwrap();
+    assert!(!ok.stale);
+    let st = store.states(TENANT, "run_fence", &["a".into()]).await.unwrap();
+    assert_eq!(st[0].as_ref().map(|s| s.output.clone()), Some(json!("b")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_cannot_commit_over_the_one_that_took_its_step() {
+    let dir = TempDir::new("fence");
+    fencing(Arc::new(SqliteStore::open(&dir.0).expect("open"))).await;
+    let redis = RedisServer::start();
+    fencing(Arc::new(RedisStore::connect(&redis.url).await.expect("redis"))).await;
+}

@@ -55,8 +55,8 @@ pub trait Store: Send + Sync + 'static {
     /// Waits until work may be available (a push wakes it) or `max` passes.
     async fn wait_for_work(&self, max: Duration);
 
-    /// Extends the leases of tasks a worker is still running.
-    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<()>;
+    /// Extends the leases of tasks a worker is still running; answers how many it still held.
+    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<u32>;
 
     /// The run's header and plan snapshot.
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, serde_json::Value)>>;

@@ -3,7 +3,7 @@
 //! Every key of a tenant carries the hash tag `{t:<tenant>}` and every Lua script touches one tenant's keys
 //! only, so Redis Cluster needs no redesign. One script claims a task (promoting due timers and expired leases
 //! on the way) and one commits a step's result with the successors it makes ready. Tenants are served in turn
-//! through the `sl:active` sorted set (score: when the tenant next has work); workers wake on a pub/sub
+//! through the `sl:{g}:active` sorted set (score: when the tenant next has work); workers wake on a pub/sub
 //! message instead of polling. Connection errors are returned, and the caller retries; nothing panics.
 
 use super::{now_ms, Result, Store, StoreError};
@@ -18,8 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-const ACTIVE: &str = "sl:active";
+/// The tenant rotation: tenant -> when its next work is due (ms). Global keys share the hash tag `{g}`.
+const ACTIVE: &str = "sl:{g}:active";
+/// Every tenant that ever had work, for housekeeping.
+const TENANTS: &str = "sl:{g}:tenants";
+/// The pub/sub channel that wakes idle workers.
 const WAKE: &str = "sl:wake";
+/// How long a worker holds a picked tenant before the rotation offers it to others again.
+const HOLD_MS: u64 = 5_000;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redis(e.to_string())
@@ -78,6 +84,9 @@ pub struct RedisStore {
     extend: Script,
     load: Script,
     announce: Script,
+    pick: Script,
+    settle: Script,
+    probe: Script,
     notify: Arc<Notify>,
     generation: Arc<AtomicU64>,
     retention: Duration,
@@ -102,6 +111,9 @@ impl RedisStore {
             extend: Script::new(include_str!("lua/extend.lua")),
             load: Script::new(include_str!("lua/load.lua")),
             announce: Script::new(include_str!("lua/announce.lua")),
+            pick: Script::new(include_str!("lua/pick.lua")),
+            settle: Script::new(include_str!("lua/settle.lua")),
+            probe: Script::new(include_str!("lua/probe.lua")),
             notify,
             generation,
             retention: super::DEFAULT_RETENTION,
@@ -118,7 +130,7 @@ impl RedisStore {
     /// tenant's next work moved earlier.
     async fn announce(&self, tenant: &str, at_ms: u64) -> Result<()> {
         self.idempotent(|mut c| async move {
-            self.announce.key(ACTIVE).arg(at_ms).arg(tenant).arg(WAKE).invoke_async::<i64>(&mut c).await
+            self.announce.key(ACTIVE).key(TENANTS).arg(at_ms).arg(tenant).arg(WAKE).invoke_async::<i64>(&mut c).await
         })
         .await
         .map(|_| ())
@@ -194,21 +206,11 @@ impl Store for RedisStore {
         let mut c = self.conn.clone();
         for _ in 0..8 {
             let now = now_ms();
-            // Take the tenant due first out of the rotation while claiming from it; whoever adds work
-            // meanwhile puts it back, and so does this worker when work remains: nothing is stranded.
-            let popped: Vec<(String, f64)> = c.zpopmin(ACTIVE, 1).await.map_err(err)?;
-            let Some((tenant, due)) = popped.into_iter().next() else { return Ok(None) };
-            if due as u64 > now {
-                let _: i64 = redis::cmd("ZADD")
-                    .arg(ACTIVE)
-                    .arg("LT")
-                    .arg(due as u64)
-                    .arg(&tenant)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(err)?;
-                return Ok(None);
-            }
+            // Hold the tenant due first while claiming from it; whoever adds work meanwhile lowers its score
+            // again, and a worker that dies here leaves it held for HOLD_MS only: nothing is stranded.
+            let (tenant, held): (Option<String>, i64) =
+                self.pick.key(ACTIVE).arg(now).arg(HOLD_MS).invoke_async(&mut c).await.map_err(err)?;
+            let Some(tenant) = tenant else { return Ok(None) };
             let k = Keys::new(&tenant);
             let (task, next): (Option<String>, i64) = self
                 .claim
@@ -221,16 +223,7 @@ impl Store for RedisStore {
                 .invoke_async(&mut c)
                 .await
                 .map_err(err)?;
-            if next >= 0 {
-                let _: i64 = redis::cmd("ZADD")
-                    .arg(ACTIVE)
-                    .arg("LT")
-                    .arg(next)
-                    .arg(&tenant)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(err)?;
-            }
+            self.settle.key(ACTIVE).arg(&tenant).arg(held).arg(next).invoke_async::<i64>(&mut c).await.map_err(err)?;
             if let Some(t) = task {
                 let task = TaskRef::decode(&t).ok_or_else(|| StoreError::Corrupt(format!("task {t:?}")))?;
                 return Ok(Some(Claimed { tenant, task, worker: worker.to_string() }));
@@ -259,20 +252,22 @@ impl Store for RedisStore {
         let _ = tokio::time::timeout(wait, notified).await;
     }
 
-    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<()> {
+    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<u32> {
         let mut c = self.conn.clone();
         let until = now_ms() + lease_ms;
+        let mut held = 0;
         for cl in claims {
             let k = Keys::new(&cl.tenant);
-            self.extend
+            held += self
+                .extend
                 .key(k.inflight())
                 .arg(until)
                 .arg(format!("{worker}\t{}", cl.task.encode()))
-                .invoke_async::<i64>(&mut c)
+                .invoke_async::<u32>(&mut c)
                 .await
                 .map_err(err)?;
         }
-        Ok(())
+        Ok(held)
     }
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<(RunHeader, Value)>> {
@@ -385,6 +380,9 @@ impl Store for RedisStore {
         if let Some(dl) = &cm.dead_letter {
             payload["dead_letter"] = json!([dl.id, now, to_json(dl)?]);
         }
+        if let Some((items, task)) = &cm.finalize {
+            payload["finalize"] = json!([items, task.encode()]);
+        }
         if let Some((worker, until)) = &cm.chain {
             payload["chain"] = json!([worker, until]);
         }
@@ -399,7 +397,7 @@ impl Store for RedisStore {
         }
         let k = Keys::new(tenant);
         let mut c = self.conn.clone();
-        let (items_done, written, pushed, chained): (u32, i64, i64, Option<String>) = self
+        let (items_done, written, pushed, chained, stale): (u32, i64, i64, Option<String>, i64) = self
             .commit
             .key(k.ready())
             .key(k.timers())
@@ -424,7 +422,7 @@ impl Store for RedisStore {
         let chained = chained
             .map(|t| TaskRef::decode(&t).ok_or_else(|| StoreError::Corrupt(format!("task {t:?}"))))
             .transpose()?;
-        Ok(CommitResult { items_done, run_written: written == 1, chained })
+        Ok(CommitResult { items_done, run_written: written == 1, chained, stale: stale == 1 })
     }
 
     async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {
@@ -440,6 +438,25 @@ impl Store for RedisStore {
     }
 
     async fn housekeeping(&self) -> Result<u64> {
+        // Finished runs expire by themselves. What is left: tenants with work that a crash between a commit
+        // and its announcement left out of the rotation go back in.
+        let mut c = self.conn.clone();
+        let tenants: Vec<String> = c.smembers(TENANTS).await.map_err(err)?;
+        for tenant in tenants {
+            let k = Keys::new(&tenant);
+            let next: i64 = self
+                .probe
+                .key(k.ready())
+                .key(k.timers())
+                .key(k.inflight())
+                .arg(now_ms())
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            if next >= 0 {
+                self.announce(&tenant, next as u64).await?;
+            }
+        }
         Ok(0)
     }
 

@@ -245,20 +245,23 @@ impl Store for SqliteStore {
         let _ = tokio::time::timeout(wait, notified).await;
     }
 
-    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<()> {
+    async fn extend(&self, worker: &str, claims: &[Claimed], lease_ms: u64) -> Result<u32> {
         let worker = worker.to_string();
         let claims = claims.to_vec();
         self.with(move |c| {
             let until = (now_ms() + lease_ms) as i64;
             let tx = c.transaction().map_err(err)?;
+            let mut held = 0usize;
             for cl in &claims {
-                tx.execute(
-                    "UPDATE queue SET lease_until = ?1 WHERE tenant = ?2 AND task = ?3 AND worker = ?4 AND lease_until IS NOT NULL",
-                    params![until, cl.tenant, cl.task.encode(), worker],
-                )
-                .map_err(err)?;
+                held += tx
+                    .execute(
+                        "UPDATE queue SET lease_until = ?1 WHERE tenant = ?2 AND task = ?3 AND worker = ?4 AND lease_until IS NOT NULL",
+                        params![until, cl.tenant, cl.task.encode(), worker],
+                    )
+                    .map_err(err)?;
             }
-            tx.commit().map_err(err)
+            tx.commit().map_err(err)?;
+            Ok(u32::try_from(held).unwrap_or(u32::MAX))
         })
         .await
     }
@@ -376,6 +379,19 @@ impl Store for SqliteStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
                 let mut result = CommitResult::default();
                 let mut woke = c.schedule.is_some();
+                // Fencing: a commit that releases a claim applies only while this worker still holds it.
+                if let (true, Some(cl)) = (c.release, &claimed) {
+                    let held = tx
+                        .execute(
+                            "DELETE FROM queue WHERE tenant = ?1 AND task = ?2 AND worker = ?3 AND lease_until IS NOT NULL",
+                            params![tenant, cl.task.encode(), cl.worker],
+                        )
+                        .map_err(err)?;
+                    if held == 0 {
+                        // Dropping the transaction rolls it back: nothing of this commit is applied.
+                        return Ok((CommitResult { stale: true, ..CommitResult::default() }, false));
+                    }
+                }
                 for t in &c.reopen {
                     match t.index {
                         None => tx.execute(
@@ -452,6 +468,25 @@ impl Store for SqliteStore {
                         )
                         .map_err(err)?;
                 }
+                if let Some((items, task)) = &c.finalize {
+                    if result.items_done >= *items {
+                        // Past the once-per-run rule: the step's task was enqueued once already.
+                        match &chain {
+                            Some((worker, until)) if result.chained.is_none() => {
+                                tx.execute(
+                                    "INSERT INTO queue (tenant, task, run_at, lease_until, worker) VALUES (?1, ?2, 0, ?3, ?4)",
+                                    params![tenant, task.encode(), *until as i64, worker],
+                                )
+                                .map_err(err)?;
+                                result.chained = Some(task.clone());
+                            }
+                            _ => {
+                                push(&tx, &tenant, task, 0)?;
+                                woke = true;
+                            }
+                        }
+                    }
+                }
                 for (task, deps) in &c.candidates {
                     let mut all = true;
                     for d in deps {
@@ -506,13 +541,6 @@ impl Store for SqliteStore {
                 if let Some(id) = &c.remove_dead_letter {
                     tx.execute("DELETE FROM dead_letters WHERE tenant = ?1 AND id = ?2", params![tenant, id])
                         .map_err(err)?;
-                }
-                if let (true, Some(cl)) = (c.release, &claimed) {
-                    tx.execute(
-                        "DELETE FROM queue WHERE tenant = ?1 AND task = ?2 AND worker = ?3 AND lease_until IS NOT NULL",
-                        params![tenant, cl.task.encode(), cl.worker],
-                    )
-                    .map_err(err)?;
                 }
                 if let (Some((ids, header)), false) = (&c.finish, result.run_written) {
                     let terminal: usize = tx

@@ -2,12 +2,18 @@
 -- terminal (set), enqueued (set), items (set "step#i"), item counts (hash), dead letters (hash), dead letter
 -- index (zset). ARGV[1]: the change as JSON; ARGV[2]: how long a finished run is kept (ms); ARGV[3]: how long
 -- a dead letter is kept (ms).
--- Returns { items_done, run_written, pushed, chained task or false }: `pushed` counts tasks put on the ready
--- list or the timers (the caller then wakes workers); a chained task went straight to the committing worker.
+-- Returns { items_done, run_written, pushed, chained task or false, stale }: `pushed` counts tasks put on the
+-- ready list or the timers (the caller then wakes workers); a chained task went straight to the committing
+-- worker; `stale` is 1 when the claim was no longer held and nothing was applied.
 local c = cjson.decode(ARGV[1])
 local now = tonumber(c.now)
 local pushed = 0
 local chained = false
+-- Fencing: a commit that releases a claim applies only while this worker still holds it (a lease that
+-- expired and went to another worker makes this commit stale; nothing of it is applied).
+if c.release and redis.call('ZREM', KEYS[3], c.release) == 0 then
+  return { 0, 0, 0, false, 1 }
+end
 local function push_once(task)
   if redis.call('SADD', KEYS[7], task) == 1 then
     if c.chain and not chained then
@@ -56,8 +62,17 @@ if c.item_done then
     items_done = tonumber(redis.call('HGET', KEYS[9], c.item_done[1]) or '0')
   end
 end
-if c.release then
-  redis.call('ZREM', KEYS[3], c.release)
+local function push_again(task)
+  if c.chain and not chained then
+    chained = task
+    redis.call('ZADD', KEYS[3], c.chain[2], c.chain[1] .. '\t' .. task)
+  else
+    redis.call('RPUSH', KEYS[1], task)
+    pushed = pushed + 1
+  end
+end
+if c.finalize and items_done >= tonumber(c.finalize[1]) then
+  push_again(c.finalize[2])
 end
 for _, cand in ipairs(c.candidates or {}) do
   -- cand = { task, deps still to check }: deps this commit finished are left out by the caller.
@@ -125,4 +140,4 @@ if c.remove_dead_letter then
   redis.call('HDEL', KEYS[10], c.remove_dead_letter)
   redis.call('ZREM', KEYS[11], c.remove_dead_letter)
 end
-return { items_done, written, pushed, chained }
+return { items_done, written, pushed, chained, 0 }
