@@ -60,7 +60,24 @@ const REPLAYING: &str = "replaying";
 
 struct ChainSlot {
     allowed: bool,
+    /// The plan of the run being handled, so a chaining commit can name what the next task will read.
+    plan: Option<Arc<Plan>>,
     next: Option<Claimed>,
+    /// What the chaining commit read for the next task (its header and states), saving it a round trip.
+    loaded: Option<(RunHeader, Vec<Option<StepState>>)>,
+}
+
+/// The state documents a task reads: its own, then its dependencies' (for `on_failure` steps every main
+/// step's too).
+fn load_keys(plan: &Plan, task: &TaskRef) -> Option<Vec<String>> {
+    let step = plan.step(&task.step)?;
+    let on_failure = plan.on_failure.iter().any(|s| s.id == task.step);
+    let mut keys = vec![task.state_key()];
+    if on_failure {
+        keys.extend(plan.steps.iter().map(|s| s.id.clone()));
+    }
+    keys.extend(step.needs.iter().cloned());
+    Some(keys)
 }
 
 tokio::task_local! {
@@ -170,6 +187,16 @@ impl Executor {
         let chaining = claimed.filter(|_| c.release && CHAIN.try_with(|s| s.borrow().allowed).unwrap_or(false));
         if let Some(cl) = chaining {
             c.chain = Some((cl.worker.clone(), now_ms() + self.config.lease.as_millis() as u64));
+            // What each task this commit may chain will read, so the commit reads it for the next step.
+            if let Some(plan) = CHAIN.try_with(|s| s.borrow().plan.clone()).ok().flatten() {
+                let tasks = c
+                    .candidates
+                    .iter()
+                    .map(|(t, _)| t)
+                    .chain(c.enqueue.iter())
+                    .chain(c.finalize.iter().map(|(_, t)| t));
+                c.chain_loads = tasks.filter_map(|t| Some((t.encode(), load_keys(&plan, t)?))).collect();
+            }
         }
         let status = c
             .run
@@ -189,7 +216,12 @@ impl Executor {
         }
         if let (Some(cl), Some(task)) = (chaining, r.chained.clone()) {
             let next = Claimed { tenant: cl.tenant.clone(), task, worker: cl.worker.clone() };
-            let _ = CHAIN.try_with(|s| s.borrow_mut().next = Some(next));
+            let loaded = r.chained_load.clone();
+            let _ = CHAIN.try_with(|s| {
+                let mut s = s.borrow_mut();
+                s.next = Some(next);
+                s.loaded = loaded;
+            });
         }
         Ok(r)
     }
@@ -271,17 +303,25 @@ impl Executor {
     /// here at once, up to [`MAX_CHAIN`] steps in a row, before this slot goes back to claiming in turn.
     pub async fn handle(&self, claimed: &Claimed) -> Result<(), StoreError> {
         let mut current = claimed.clone();
+        let mut loaded = None;
         for hop in 1..=MAX_CHAIN {
-            let slot = RefCell::new(ChainSlot { allowed: hop < MAX_CHAIN, next: None });
+            let slot =
+                RefCell::new(ChainSlot { allowed: hop < MAX_CHAIN, plan: None, next: None, loaded: loaded.take() });
             let next = CHAIN
                 .scope(slot, async {
                     self.handle_one(&current).await?;
-                    Ok::<_, StoreError>(CHAIN.with(|s| s.borrow_mut().next.take()))
+                    Ok::<_, StoreError>(CHAIN.with(|s| {
+                        let mut s = s.borrow_mut();
+                        (s.next.take(), s.loaded.take())
+                    }))
                 })
                 .await?;
             match next {
-                Some(n) => current = n,
-                None => return Ok(()),
+                (Some(n), l) => {
+                    current = n;
+                    loaded = l;
+                }
+                (None, _) => return Ok(()),
             }
         }
         Ok(())
@@ -303,16 +343,25 @@ impl Executor {
             self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         };
-        // The steps this one reads: its dependencies, or for `on_failure` steps every main step.
-        let read_ids: Vec<String> = if on_failure {
-            plan.steps.iter().map(|s| s.id.clone()).chain(step.needs.iter().cloned()).collect()
-        } else {
-            step.needs.clone()
-        };
+        let keys = load_keys(&plan, task).unwrap_or_default();
+        let read_ids: Vec<String> = keys.iter().skip(1).cloned().collect();
         let key = task.state_key();
-        let keys: Vec<String> = std::iter::once(key.clone()).chain(read_ids.iter().cloned()).collect();
-        // One round trip: the header (a queued run becomes running), this task's state and what it reads.
-        let Some((header, mut loaded)) = self.store.load(tenant, &task.run, &keys).await? else {
+        // One round trip: the header (a queued run becomes running), this task's state and what it reads;
+        // none when the commit that chained this task read them already.
+        let preloaded = CHAIN
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                s.plan = Some(plan.clone());
+                s.loaded.take()
+            })
+            .ok()
+            .flatten()
+            .filter(|(_, states)| states.len() == keys.len());
+        let loaded = match preloaded {
+            Some(l) => Some(l),
+            None => self.store.load(tenant, &task.run, &keys).await?,
+        };
+        let Some((header, mut loaded)) = loaded else {
             self.commit(tenant, &claimed.task.run, Some(claimed), release(Commit::default())).await?;
             return Ok(());
         };

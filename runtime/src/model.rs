@@ -231,13 +231,16 @@ pub struct Commit {
     /// Hand the first task this commit makes ready straight to this worker, leased until the given time (ms),
     /// instead of putting it on the ready list: a chain runs without a trip through the queue.
     pub chain: Option<(String, u64)>,
+    /// For each task this commit may chain (encoded): the state keys it reads, which the commit then reads
+    /// for it with the run header (see [`CommitResult::chained_load`]).
+    pub chain_loads: Vec<(String, Vec<String>)>,
     /// The run succeeds (this header is written) when, after this commit, every listed main step is terminal
     /// and the run is still running. Given by commits of steps that no main step waits for.
     pub finish: Option<(Vec<String>, RunHeader)>,
 }
 
 /// What a commit observed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommitResult {
     /// Items of `item_done`'s step that are done, after this commit.
     pub items_done: u32,
@@ -245,6 +248,8 @@ pub struct CommitResult {
     pub run_written: bool,
     /// The task handed to the committing worker (see [`Commit::chain`]).
     pub chained: Option<TaskRef>,
+    /// The run header and the chained task's state documents, read after the commit's writes.
+    pub chained_load: Option<(RunHeader, Vec<Option<StepState>>)>,
     /// The commit released a claim this worker no longer held (its lease went to another worker): nothing
     /// was applied.
     pub stale: bool,

@@ -43,6 +43,15 @@ fn with_status(mut h: RunHeader, status: &str) -> Result<RunHeader> {
     Ok(h)
 }
 
+/// `{ status, header, state documents... }` as the `load` and `commit` scripts answer it.
+fn loaded(out: Vec<Option<String>>) -> Result<Option<(RunHeader, Vec<Option<StepState>>)>> {
+    let mut out = out.into_iter();
+    let (Some(Some(status)), Some(Some(header))) = (out.next(), out.next()) else { return Ok(None) };
+    let header = with_status(parse(&header)?, &status)?;
+    let states = out.map(|d| d.map(|d| parse(&d)).transpose()).collect::<Result<Vec<_>>>()?;
+    Ok(Some((header, states)))
+}
+
 /// Key names of one tenant, all in one hash slot.
 struct Keys {
     base: String,
@@ -310,11 +319,7 @@ impl Store for RedisStore {
             inv.arg(key);
         }
         let out: Vec<Option<String>> = inv.invoke_async(&mut c).await.map_err(err)?;
-        let mut out = out.into_iter();
-        let (Some(Some(status)), Some(Some(header))) = (out.next(), out.next()) else { return Ok(None) };
-        let header = with_status(parse(&header)?, &status)?;
-        let states = out.map(|d| d.map(|d| parse(&d)).transpose()).collect::<Result<Vec<_>>>()?;
-        Ok(Some((header, states)))
+        loaded(out)
     }
 
     async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>> {
@@ -385,6 +390,9 @@ impl Store for RedisStore {
         }
         if let Some((worker, until)) = &cm.chain {
             payload["chain"] = json!([worker, until]);
+            if !cm.chain_loads.is_empty() {
+                payload["chain_loads"] = json!(cm.chain_loads);
+            }
         }
         if let Some((total, header)) = &cm.finish {
             payload["finish"] = json!([total, to_json(header)?]);
@@ -397,7 +405,14 @@ impl Store for RedisStore {
         }
         let k = Keys::new(tenant);
         let mut c = self.conn.clone();
-        let (items_done, written, pushed, chained, stale): (u32, i64, i64, Option<String>, i64) = self
+        let (items_done, written, pushed, chained, stale, load): (
+            u32,
+            i64,
+            i64,
+            Option<String>,
+            i64,
+            Option<Vec<Option<String>>>,
+        ) = self
             .commit
             .key(k.ready())
             .key(k.timers())
@@ -422,7 +437,11 @@ impl Store for RedisStore {
         let chained = chained
             .map(|t| TaskRef::decode(&t).ok_or_else(|| StoreError::Corrupt(format!("task {t:?}"))))
             .transpose()?;
-        Ok(CommitResult { items_done, run_written: written == 1, chained, stale: stale == 1 })
+        let chained_load = match load {
+            Some(docs) => loaded(docs)?,
+            None => None,
+        };
+        Ok(CommitResult { items_done, run_written: written == 1, chained, chained_load, stale: stale == 1 })
     }
 
     async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {

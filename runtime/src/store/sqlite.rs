@@ -113,6 +113,37 @@ fn with_status(mut h: RunHeader, status: &str) -> Result<RunHeader> {
     Ok(h)
 }
 
+/// The run header (a queued run becomes running) and the given state documents.
+fn read_load(
+    c: &Connection,
+    tenant: &str,
+    run: &str,
+    keys: &[String],
+) -> Result<Option<(RunHeader, Vec<Option<StepState>>)>> {
+    let row: Option<(String, String)> = c
+        .prepare_cached("SELECT status, header FROM runs WHERE tenant = ?1 AND id = ?2")
+        .and_then(|mut st| st.query_row(params![tenant, run], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(err)?;
+    let Some((mut status, header)) = row else { return Ok(None) };
+    if status == "queued" {
+        c.execute(
+            "UPDATE runs SET status = 'running' WHERE tenant = ?1 AND id = ?2 AND status = 'queued'",
+            params![tenant, run],
+        )
+        .map_err(err)?;
+        status = "running".into();
+    }
+    let header = with_status(parse(&header)?, &status)?;
+    let mut stmt =
+        c.prepare_cached("SELECT doc FROM states WHERE tenant = ?1 AND run = ?2 AND key = ?3").map_err(err)?;
+    let mut states = Vec::with_capacity(keys.len());
+    for k in keys {
+        let doc: Option<String> = stmt.query_row(params![tenant, run, k], |r| r.get(0)).optional().map_err(err)?;
+        states.push(doc.map(|d| parse(&d)).transpose()?);
+    }
+    Ok(Some((header, states)))
+}
+
 fn push(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef, at: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO queue (tenant, task, run_at) VALUES (?1, ?2, ?3)",
@@ -304,32 +335,7 @@ impl Store for SqliteStore {
         keys: &[String],
     ) -> Result<Option<(RunHeader, Vec<Option<StepState>>)>> {
         let (tenant, run, keys) = (tenant.to_string(), run.to_string(), keys.to_vec());
-        self.with(move |c| {
-            let row: Option<(String, String)> = c
-                .prepare_cached("SELECT status, header FROM runs WHERE tenant = ?1 AND id = ?2")
-                .and_then(|mut st| st.query_row(params![tenant, run], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-                .map_err(err)?;
-            let Some((mut status, header)) = row else { return Ok(None) };
-            if status == "queued" {
-                c.execute(
-                    "UPDATE runs SET status = 'running' WHERE tenant = ?1 AND id = ?2 AND status = 'queued'",
-                    params![tenant, run],
-                )
-                .map_err(err)?;
-                status = "running".into();
-            }
-            let header = with_status(parse(&header)?, &status)?;
-            let mut stmt =
-                c.prepare_cached("SELECT doc FROM states WHERE tenant = ?1 AND run = ?2 AND key = ?3").map_err(err)?;
-            let mut states = Vec::with_capacity(keys.len());
-            for k in &keys {
-                let doc: Option<String> =
-                    stmt.query_row(params![tenant, run, k], |r| r.get(0)).optional().map_err(err)?;
-                states.push(doc.map(|d| parse(&d)).transpose()?);
-            }
-            Ok(Some((header, states)))
-        })
-        .await
+        self.with(move |c| read_load(c, &tenant, &run, &keys)).await
     }
 
     async fn states(&self, tenant: &str, run: &str, keys: &[String]) -> Result<Vec<Option<StepState>>> {
@@ -559,6 +565,12 @@ impl Store for SqliteStore {
                             )
                             .map_err(err)?;
                         result.run_written = n == 1;
+                    }
+                }
+                if let Some(task) = &result.chained {
+                    let encoded = task.encode();
+                    if let Some((_, keys)) = c.chain_loads.iter().find(|(t, _)| *t == encoded) {
+                        result.chained_load = read_load(&tx, &tenant, &run_id, keys)?;
                     }
                 }
                 tx.commit().map_err(err)?;

@@ -4,7 +4,8 @@
 -- a dead letter is kept (ms).
 -- Returns { items_done, run_written, pushed, chained task or false, stale }: `pushed` counts tasks put on the
 -- ready list or the timers (the caller then wakes workers); a chained task went straight to the committing
--- worker; `stale` is 1 when the claim was no longer held and nothing was applied.
+-- worker; `stale` is 1 when the claim was no longer held and nothing was applied; `load` is what the chained
+-- task reads: { status, header, state documents... }, or false.
 local c = cjson.decode(ARGV[1])
 local now = tonumber(c.now)
 local pushed = 0
@@ -12,7 +13,7 @@ local chained = false
 -- Fencing: a commit that releases a claim applies only while this worker still holds it (a lease that
 -- expired and went to another worker makes this commit stale; nothing of it is applied).
 if c.release and redis.call('ZREM', KEYS[3], c.release) == 0 then
-  return { 0, 0, 0, false, 1 }
+  return { 0, 0, 0, false, 1, false }
 end
 local function push_once(task)
   if redis.call('SADD', KEYS[7], task) == 1 then
@@ -140,4 +141,21 @@ if c.remove_dead_letter then
   redis.call('HDEL', KEYS[10], c.remove_dead_letter)
   redis.call('ZREM', KEYS[11], c.remove_dead_letter)
 end
-return { items_done, written, pushed, chained, 0 }
+-- The chained task's reads (as `load` does), after every write of this commit: it runs next, here.
+local load = false
+if chained then
+  for _, cl in ipairs(c.chain_loads or {}) do
+    if cl[1] == chained then
+      local status = redis.call('HGET', KEYS[4], 'status')
+      if status == 'queued' then
+        redis.call('HSET', KEYS[4], 'status', 'running')
+        status = 'running'
+      end
+      load = { status or false, redis.call('HGET', KEYS[4], 'header') or false }
+      local docs = redis.call('HMGET', KEYS[5], unpack(cl[2]))
+      for i = 1, #cl[2] do load[#load + 1] = docs[i] or false end
+      break
+    end
+  end
+end
+return { items_done, written, pushed, chained, 0, load }
