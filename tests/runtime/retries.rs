@@ -9,6 +9,7 @@ use std::time::Duration;
 both_stores!(
     constant_backoff_waits_the_computed_delay,
     exponential_equal_jitter_stays_in_bounds,
+    linear_full_and_decorrelated_jitter_stay_in_bounds,
     retry_after_replaces_the_delay,
     retry_after_is_capped_by_max_delay,
     timeout_bounds_each_attempt,
@@ -165,5 +166,33 @@ steps:
     let attempts = rec["steps"]["shape"]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0]["error"]["class"], "template");
+    env.shutdown().await;
+}
+
+async fn linear_full_and_decorrelated_jitter_stay_in_bounds(env: Env) {
+    // Linear with full jitter: bases 150, 300, 450 ms; each wait is between 0 and its base.
+    let peer = Peer::start().await;
+    peer.script("/x", [Reply::status(500), Reply::status(500), Reply::status(500)]);
+    let yaml =
+        pipeline(&peer, "{ max_attempts: 4, backoff: linear, initial_delay: 150ms, max_delay: 1s, jitter: full }");
+    let rec = env.run(&yaml, json!({})).await;
+    assert_eq!(rec["status"], "succeeded", "{rec:#}");
+    for (gap, base) in gaps(&peer.hits("/x")).into_iter().zip([150u64, 300, 450]) {
+        assert!(gap < Duration::from_millis(base) + SLACK, "gap {gap:?} over the base {base} ms");
+    }
+    // Decorrelated: each wait is between initial_delay and 3 x the previous wait, capped by max_delay.
+    let peer = Peer::start().await;
+    peer.script("/x", [Reply::status(503), Reply::status(503), Reply::status(503)]);
+    let yaml = pipeline(&peer, "{ max_attempts: 4, initial_delay: 100ms, max_delay: 400ms, jitter: decorrelated }");
+    let rec = env.run(&yaml, json!({})).await;
+    assert_eq!(rec["status"], "succeeded", "{rec:#}");
+    let g = gaps(&peer.hits("/x"));
+    assert_eq!(g.len(), 3);
+    for gap in &g {
+        assert!(
+            *gap >= Duration::from_millis(100) && *gap < Duration::from_millis(400) + SLACK,
+            "gap {gap:?} outside [100 ms, 400 ms]"
+        );
+    }
     env.shutdown().await;
 }
