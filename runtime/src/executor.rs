@@ -55,9 +55,6 @@ impl Events for NoOtherPipelines {
 /// expired leases and other tenants are served).
 pub const MAX_CHAIN: usize = 16;
 
-/// The run header's `reason` while a replay is under way (cleared when the run finishes).
-const REPLAYING: &str = "replaying";
-
 struct ChainSlot {
     allowed: bool,
     /// The plan of the run being handled, so a chaining commit can name what the next task will read.
@@ -372,14 +369,16 @@ impl Executor {
             return Ok(());
         }
         // A run that stopped cancels its remaining main steps; `on_failure` steps run only in a failed run.
-        let stopped = if on_failure { header.status != RunStatus::Failed } else { header.status.is_terminal() };
+        let stopped = !state.replayed
+            && if on_failure { header.status != RunStatus::Failed } else { header.status.is_terminal() };
         if stopped {
             let status =
                 if header.reason.as_deref() == Some("filtered") { StepStatus::Skipped } else { StepStatus::Cancelled };
             let mut c = Commit::default();
-            if task.index.is_none() {
-                c.states.push((key, StepState { status, output: Value::Null, ..state }));
-                c.terminal.push(step.id.clone());
+            match task.index {
+                None => c.close.push((key, StepState { status, output: Value::Null, wait_until: None, ..state })),
+                // A dropped item forgets it was enqueued, so a replay of the run enqueues it again.
+                Some(_) => c.forget.push(task.clone()),
             }
             self.commit(tenant, &claimed.task.run, Some(claimed), release(c)).await?;
             return Ok(());
@@ -730,7 +729,7 @@ impl Executor {
                 self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
                 Ok(())
             }
-            Some(i) => self.item_finished(claimed, step, i, state).await,
+            Some(i) => self.item_finished(claimed, step, i, state, None).await,
         }
     }
 
@@ -742,6 +741,7 @@ impl Executor {
         step: &PlanStep,
         index: u32,
         state: StepState,
+        dead_letter: Option<DeadLetter>,
     ) -> Result<(), StoreError> {
         let tenant = claimed.tenant.as_str();
         let run = claimed.task.run.as_str();
@@ -761,6 +761,7 @@ impl Executor {
             item_done: Some((step.id.clone(), index)),
             enqueue: if next < total { vec![TaskRef::item(run, &step.id, next)] } else { Vec::new() },
             finalize: Some((total, TaskRef::step(run, &step.id))),
+            dead_letter,
             release: true,
             ..Commit::default()
         };
@@ -819,13 +820,8 @@ impl Executor {
     /// become terminal (the store checks the count atomically with the commit).
     fn finish_for(&self, plan: &Plan, header: &RunHeader, step: &str) -> Option<(Vec<String>, RunHeader)> {
         let main = plan.steps.iter().any(|s| s.id == step);
-        // A replayed step may be the last even with dependants (they ran before); asking costs one command.
-        let sink = !plan.steps.iter().any(|s| s.needs.iter().any(|n| n == step))
-            || header.reason.as_deref() == Some(REPLAYING);
+        let sink = !plan.steps.iter().any(|s| s.needs.iter().any(|n| n == step));
         (main && sink).then(|| {
-            let mut header = header.clone();
-            header.reason = None;
-            let header = &header;
             let mut done = header.clone();
             done.status = RunStatus::Succeeded;
             done.finished_at = Some(rfc3339(now_ms()));
@@ -970,10 +966,7 @@ impl Executor {
         if step.continue_on_error {
             // Counts as finished: the run goes on.
             return match task.index {
-                Some(i) => {
-                    self.commit(tenant, &task.run, None, Commit { dead_letter: Some(dl), ..Commit::default() }).await?;
-                    self.item_finished(claimed, step, i, state).await
-                }
+                Some(i) => self.item_finished(claimed, step, i, state, Some(dl)).await,
                 None => {
                     let c = Commit {
                         states: vec![(step.id.clone(), state)],
@@ -1077,7 +1070,8 @@ impl Executor {
         let all = self.store.all_states(tenant, &dl.run_id).await?;
         let states: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();
         let run = dl.run_id.as_str();
-        let pending = |key: &str| {
+        // The replayed task: pending, with its whole retry budget, allowed to run in a finished run.
+        let again = |key: &str| {
             let prev = states.get(key).map(|s| (*s).clone()).unwrap_or_default();
             StepState {
                 status: StepStatus::Pending,
@@ -1085,39 +1079,45 @@ impl Executor {
                 dead_letter: None,
                 wait_until: None,
                 attempt_base: prev.attempts.len() as u32,
+                replayed: true,
                 ..prev
             }
         };
         let mut c = Commit::default();
         let task = TaskRef { run: dl.run_id.clone(), step: dl.step.clone(), index: dl.index };
-        let main = plan.steps.iter().any(|s| s.id == dl.step);
-        let mut reopen = vec![TaskRef::step(run, &dl.step)];
-        match dl.index {
-            None => c.states.push((dl.step.clone(), pending(&dl.step))),
-            Some(failed) => {
-                // The step goes back to running (fanned out); its failed item and every item that did not
-                // finish (dropped when the run stopped) run again.
+        c.states.push((task.state_key(), again(&task.state_key())));
+        // Did this step fail the run? Then the run goes back to running and what the failure cancelled runs
+        // again. Otherwise (a `continue_on_error` step, an `on_failure` step) only the step runs again and
+        // the run keeps its status: its dependants ran already and are not run again.
+        let failed_here =
+            header.status == RunStatus::Failed && header.error.as_ref().is_some_and(|e| e.step == dl.step);
+        if failed_here {
+            let mut reopen = vec![TaskRef::step(run, &dl.step)];
+            if let Some(failed) = dl.index {
+                reopen.push(task.clone());
                 if let Some(step_state) = states.get(dl.step.as_str()) {
                     let st = StepState { status: StepStatus::Running, dead_letter: None, ..(*step_state).clone() };
                     c.states.push((dl.step.clone(), st));
                 }
+                // Items that did not finish run again; ones still queued or running are not doubled (their
+                // enqueued mark stands), ones a stopped run dropped were forgotten and go again.
                 let total = states.get(dl.step.as_str()).and_then(|s| s.items).unwrap_or(0);
-                for i in 0..total {
-                    let key = state_key(&dl.step, Some(i));
-                    let done = states.get(key.as_str()).is_some_and(|s| s.status.is_terminal()) && i != failed;
-                    if !done {
-                        c.states.push((key, pending(&state_key(&dl.step, Some(i)))));
-                        reopen.push(TaskRef::item(run, &dl.step, i));
-                        if i != failed {
-                            c.enqueue.push(TaskRef::item(run, &dl.step, i));
-                        }
+                for i in (0..total).filter(|i| *i != failed) {
+                    if !states.get(state_key(&dl.step, Some(i)).as_str()).is_some_and(|s| s.status.is_terminal()) {
+                        c.enqueue.push(TaskRef::item(run, &dl.step, i));
                     }
                 }
             }
-        }
-        let mut running = header.clone();
-        if header.status == RunStatus::Failed && main {
-            // The run failed here: what the failure cancelled runs again once its needs are met.
+            // A step is started afresh (fanning out again if it is a `for_each`).
+            let afresh = |c: &mut Commit, reopen: &mut Vec<TaskRef>, id: &str| {
+                let prev = states.get(id).map(|s| (*s).clone()).unwrap_or_default();
+                for i in 0..prev.items.unwrap_or(0) {
+                    c.states.push((state_key(id, Some(i)), StepState::default()));
+                    reopen.push(TaskRef::item(run, id, i));
+                }
+                c.states.push((id.to_string(), StepState { attempts: prev.attempts, ..StepState::default() }));
+                reopen.push(TaskRef::step(run, id));
+            };
             let cancelled: Vec<&PlanStep> = plan
                 .steps
                 .iter()
@@ -1127,8 +1127,7 @@ impl Executor {
                 .collect();
             let reopened: Vec<&str> = cancelled.iter().map(|s| s.id.as_str()).chain([dl.step.as_str()]).collect();
             for s in &cancelled {
-                c.states.push((s.id.clone(), pending(&s.id)));
-                reopen.push(TaskRef::step(run, &s.id));
+                afresh(&mut c, &mut reopen, &s.id);
                 let ready = s.needs.iter().all(|n| {
                     !reopened.contains(&n.as_str()) && states.get(n.as_str()).is_some_and(|st| st.status.is_terminal())
                 });
@@ -1136,25 +1135,25 @@ impl Executor {
                     c.enqueue.push(TaskRef::step(run, &s.id));
                 }
             }
+            // The failure handlers run again if the run fails again.
+            for s in &plan.on_failure {
+                afresh(&mut c, &mut reopen, &s.id);
+            }
+            c.reopen = reopen;
+            let mut running = header.clone();
             running.status = RunStatus::Running;
             running.error = None;
             running.finished_at = None;
             running.reason = None;
-        } else if main && header.status.is_terminal() {
-            // A `continue_on_error` step of a run that went on: it runs again and the run finishes with it;
-            // its dependants ran already and are not run again.
-            running.status = RunStatus::Running;
-            running.finished_at = None;
-            running.reason = Some(REPLAYING.into());
-        }
-        // An `on_failure` step runs again in its failed run, which stays failed.
-        c.reopen = reopen;
-        c.schedule = Some((task, 0));
-        c.remove_dead_letter = Some(dl.id.clone());
-        if running != header {
             c.run = Some((header.status, running));
         }
-        self.commit(tenant, run, None, c).await?;
+        c.schedule = Some((task, 0));
+        c.remove_dead_letter = Some(dl.id.clone());
+        let r = self.commit(tenant, run, None, c).await?;
+        if r.stale {
+            // Another replay of this dead letter came first.
+            return Err(ExecError::NoSuchDeadLetter);
+        }
         Ok(dl.run_id)
     }
 

@@ -224,7 +224,11 @@ pub struct Commit {
     pub dead_letter: Option<DeadLetter>,
     /// A dead letter that is replayed: removed.
     pub remove_dead_letter: Option<String>,
-    /// Tasks to run again from the start (a replay): no longer terminal, done or enqueued.
+    /// Tasks that were dropped (an item of a stopped run): no longer counted as enqueued, so a replay can
+    /// enqueue them again.
+    pub forget: Vec<TaskRef>,
+    /// Tasks to run again from the start (a replay): no longer terminal, done or enqueued, and waiting
+    /// copies removed.
     pub reopen: Vec<TaskRef>,
     /// Release the committing worker's claim on its task.
     pub release: bool,

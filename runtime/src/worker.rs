@@ -35,7 +35,10 @@ impl ClaimBackend {
                 if *stop.borrow() {
                     return None;
                 }
-                match store.claim(&worker, lease_ms).await {
+                // Each claim holds its lease under its own token, so slots of one worker never pass for each
+                // other (a stalled slot cannot commit over a sibling that took its step).
+                let holder = format!("{worker}/{}", ulid::Ulid::new());
+                match store.claim(&holder, lease_ms).await {
                     Ok(Some(c)) => return Some((Task::new(c), (store, worker, stop, 0))),
                     Ok(None) => {
                         tokio::select! {

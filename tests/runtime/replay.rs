@@ -11,9 +11,10 @@ both_stores!(
     replay_runs_what_the_failure_cancelled,
     replay_waits_for_every_main_step_not_for_on_failure_ones,
     a_replayed_step_gets_its_retries_again,
-    replaying_a_continue_on_error_step_finishes_the_run,
+    replaying_a_continue_on_error_step_runs_it_and_keeps_the_run,
     filter_in_on_failure_stops_the_handlers,
-    delay_inside_for_each_ends
+    delay_inside_for_each_ends,
+    replay_fans_a_cancelled_for_each_out_again_and_reruns_the_handlers
 );
 
 async fn only_dead_letter(env: &Env) -> String {
@@ -115,7 +116,7 @@ steps:
     env.shutdown().await;
 }
 
-async fn replaying_a_continue_on_error_step_finishes_the_run(env: Env) {
+async fn replaying_a_continue_on_error_step_runs_it_and_keeps_the_run(env: Env) {
     let peer = Peer::start().await;
     peer.script("/opt", [Reply::status(400)]);
     let yaml = r#"
@@ -136,12 +137,21 @@ steps:
     let rec = env.wait(&id).await;
     assert_eq!(rec["status"], "succeeded");
     assert_eq!(rec["steps"]["after"]["output"], "failed");
-    env.ex.replay(TENANT, &only_dead_letter(&env).await).await.unwrap();
-    let rec = env.wait(&id).await;
+    let dl = only_dead_letter(&env).await;
+    env.ex.replay(TENANT, &dl).await.unwrap();
+    // The run went on without the step, so it keeps its status; the step runs again on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let rec = env.ex.record(TENANT, &id).await.unwrap();
+        if rec["steps"]["opt"]["status"] == "succeeded" || std::time::Instant::now() > deadline {
+            break rec;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(rec["status"], "succeeded", "{rec:#}");
-    assert_eq!(rec["steps"]["opt"]["status"], "succeeded");
+    assert_eq!(rec["steps"]["opt"]["status"], "succeeded", "{rec:#}");
     assert_eq!(rec["steps"]["after"]["output"], "failed", "a step that had succeeded is not run again");
-    assert!(rec.get("reason").is_none(), "{rec:#}");
+    assert!(env.ex.replay(TENANT, &dl).await.is_err(), "a dead letter replays once");
     env.shutdown().await;
 }
 
@@ -190,5 +200,49 @@ steps:
     assert_eq!(rec["status"], "succeeded", "{rec:#}");
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert_eq!(rec["steps"]["pause"]["output"], json!([null, null, null]));
+    env.shutdown().await;
+}
+
+async fn replay_fans_a_cancelled_for_each_out_again_and_reruns_the_handlers(env: Env) {
+    let peer = Peer::start().await;
+    // `a` fails twice; `each` is in the middle of its items when `a` fails the first time.
+    peer.script("/a", [Reply::status(400).after(Duration::from_millis(150)), Reply::status(400)]);
+    for i in 0..3 {
+        peer.script(&format!("/item/{i}"), [Reply::json(200, json!({ "i": i })).after(Duration::from_millis(400))]);
+    }
+    let yaml = r#"
+version: 1
+name: t
+triggers: [ { manual: {} } ]
+steps:
+  - id: a
+    uses: http
+    with: { url: "BASE/a" }
+  - id: each
+    uses: http
+    for_each: [0, 1, 2]
+    with: { url: "BASE/item/{{ item }}" }
+on_failure:
+  - id: alert
+    uses: http
+    with: { url: "BASE/alert" }
+"#
+    .replace("BASE", &peer.url);
+    let id = env.start(&yaml, json!({})).await;
+    let rec = env.wait(&id).await;
+    assert_eq!(rec["status"], "failed", "{rec:#}");
+    assert_eq!(rec["steps"]["each"]["status"], "cancelled", "{rec:#}");
+    assert_eq!(peer.hits("/alert").len(), 1);
+    // Replay: `a` fails again, so the run fails again and its handlers run again.
+    env.ex.replay(TENANT, &only_dead_letter(&env).await).await.unwrap();
+    let rec = env.wait(&id).await;
+    assert_eq!(rec["status"], "failed", "{rec:#}");
+    assert_eq!(peer.hits("/alert").len(), 2, "on_failure runs on the second failure too: {rec:#}");
+    // Replay again: `a` succeeds now, and the cancelled fan-out runs from the start and completes.
+    env.ex.replay(TENANT, &only_dead_letter(&env).await).await.unwrap();
+    let rec = env.wait(&id).await;
+    assert_eq!(rec["status"], "succeeded", "{rec:#}");
+    let outs: Vec<_> = rec["steps"]["each"]["output"].as_array().unwrap().iter().map(|o| o["status"].clone()).collect();
+    assert_eq!(outs, vec![json!(200), json!(200), json!(200)], "{rec:#}");
     env.shutdown().await;
 }

@@ -368,6 +368,7 @@ impl Store for RedisStore {
             "states": states,
             "terminal": cm.terminal,
             "close": close,
+            "forget": cm.forget.iter().map(TaskRef::encode).collect::<Vec<_>>(),
             "guarded": cm.guarded,
             "candidates": candidates,
             "enqueue": cm.enqueue.iter().map(TaskRef::encode).collect::<Vec<_>>(),

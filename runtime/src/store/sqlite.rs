@@ -385,6 +385,15 @@ impl Store for SqliteStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
                 let mut result = CommitResult::default();
                 let mut woke = c.schedule.is_some();
+                // A replay applies once: the dead letter it consumes must still be there.
+                if let Some(id) = &c.remove_dead_letter {
+                    let n = tx
+                        .execute("DELETE FROM dead_letters WHERE tenant = ?1 AND id = ?2", params![tenant, id])
+                        .map_err(err)?;
+                    if n == 0 {
+                        return Ok((CommitResult { stale: true, ..CommitResult::default() }, false));
+                    }
+                }
                 // Fencing: a commit that releases a claim applies only while this worker still holds it.
                 if let (true, Some(cl)) = (c.release, &claimed) {
                     let held = tx
@@ -397,6 +406,13 @@ impl Store for SqliteStore {
                         // Dropping the transaction rolls it back: nothing of this commit is applied.
                         return Ok((CommitResult { stale: true, ..CommitResult::default() }, false));
                     }
+                }
+                for t in &c.forget {
+                    tx.execute(
+                        "DELETE FROM enqueued WHERE tenant = ?1 AND run = ?2 AND task = ?3",
+                        params![tenant, run_id, t.encode()],
+                    )
+                    .map_err(err)?;
                 }
                 for t in &c.reopen {
                     match t.index {
@@ -413,6 +429,12 @@ impl Store for SqliteStore {
                     tx.execute(
                         "DELETE FROM enqueued WHERE tenant = ?1 AND run = ?2 AND task = ?3",
                         params![tenant, run_id, t.encode()],
+                    )
+                    .map_err(err)?;
+                    // Copies still waiting (a retry timer, the queue) go: the task is enqueued afresh if at all.
+                    tx.execute(
+                        "DELETE FROM queue WHERE tenant = ?1 AND task = ?2 AND lease_until IS NULL",
+                        params![tenant, t.encode()],
                     )
                     .map_err(err)?;
                 }
@@ -543,10 +565,6 @@ impl Store for SqliteStore {
                         params![tenant, dl.id, now_ms() as i64, json(dl)?],
                     )
                     .map_err(err)?;
-                }
-                if let Some(id) = &c.remove_dead_letter {
-                    tx.execute("DELETE FROM dead_letters WHERE tenant = ?1 AND id = ?2", params![tenant, id])
-                        .map_err(err)?;
                 }
                 if let (Some((ids, header)), false) = (&c.finish, result.run_written) {
                     let terminal: usize = tx

@@ -15,6 +15,13 @@ local chained = false
 if c.release and redis.call('ZREM', KEYS[3], c.release) == 0 then
   return { 0, 0, 0, false, 1, false }
 end
+-- A replay applies once: the dead letter it consumes must still be there (two replays at once run once).
+if c.remove_dead_letter then
+  if redis.call('HDEL', KEYS[10], c.remove_dead_letter) == 0 then
+    return { 0, 0, 0, false, 1, false }
+  end
+  redis.call('ZREM', KEYS[11], c.remove_dead_letter)
+end
 local function push_once(task)
   if redis.call('SADD', KEYS[7], task) == 1 then
     if c.chain and not chained then
@@ -27,6 +34,9 @@ local function push_once(task)
     end
   end
 end
+for _, t in ipairs(c.forget or {}) do
+  redis.call('SREM', KEYS[7], t)
+end
 for _, r in ipairs(c.reopen or {}) do
   -- r = { task, step, index or -1 }
   if tonumber(r[3]) < 0 then
@@ -35,13 +45,21 @@ for _, r in ipairs(c.reopen or {}) do
     redis.call('HINCRBY', KEYS[9], r[2], -1)
   end
   redis.call('SREM', KEYS[7], r[1])
+  -- Copies still waiting (a retry timer, the ready list) go: the task is enqueued afresh if at all.
+  redis.call('ZREM', KEYS[2], r[1])
+  redis.call('LREM', KEYS[1], 0, r[1])
 end
 if c.states and #c.states > 0 then
+  -- In chunks: Lua's unpack takes a few thousand values at most (a replay may write thousands of items).
   local args = {}
   for _, kv in ipairs(c.states) do
     if not (c.guarded and redis.call('SISMEMBER', KEYS[6], kv[1]) == 1) then
       args[#args + 1] = kv[1]
       args[#args + 1] = kv[2]
+      if #args >= 1000 then
+        redis.call('HSET', KEYS[5], unpack(args))
+        args = {}
+      end
     end
   end
   if #args > 0 then redis.call('HSET', KEYS[5], unpack(args)) end
@@ -136,10 +154,6 @@ if c.dead_letter then
     redis.call('HDEL', KEYS[10], unpack(old))
     redis.call('ZREM', KEYS[11], unpack(old))
   end
-end
-if c.remove_dead_letter then
-  redis.call('HDEL', KEYS[10], c.remove_dead_letter)
-  redis.call('ZREM', KEYS[11], c.remove_dead_letter)
 end
 -- The chained task's reads (as `load` does), after every write of this commit: it runs next, here.
 local load = false
