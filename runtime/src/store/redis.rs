@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 const ACTIVE: &str = "sl:{g}:active";
 /// Every tenant that ever had work, for housekeeping.
 const TENANTS: &str = "sl:{g}:tenants";
+/// Per tenant, the earliest due time announced since it was last picked (see `settle.lua`).
+const DUE: &str = "sl:{g}:due";
 /// The pub/sub channel that wakes idle workers.
 const WAKE: &str = "sl:wake";
 /// How long a worker holds a picked tenant before the rotation offers it to others again.
@@ -139,7 +141,15 @@ impl RedisStore {
     /// tenant's next work moved earlier.
     async fn announce(&self, tenant: &str, at_ms: u64) -> Result<()> {
         self.idempotent(|mut c| async move {
-            self.announce.key(ACTIVE).key(TENANTS).arg(at_ms).arg(tenant).arg(WAKE).invoke_async::<i64>(&mut c).await
+            self.announce
+                .key(ACTIVE)
+                .key(TENANTS)
+                .key(DUE)
+                .arg(at_ms)
+                .arg(tenant)
+                .arg(WAKE)
+                .invoke_async::<i64>(&mut c)
+                .await
         })
         .await
         .map(|_| ())
@@ -218,7 +228,7 @@ impl Store for RedisStore {
             // Hold the tenant due first while claiming from it; whoever adds work meanwhile lowers its score
             // again, and a worker that dies here leaves it held for HOLD_MS only: nothing is stranded.
             let (tenant, held): (Option<String>, i64) =
-                self.pick.key(ACTIVE).arg(now).arg(HOLD_MS).invoke_async(&mut c).await.map_err(err)?;
+                self.pick.key(ACTIVE).key(DUE).arg(now).arg(HOLD_MS).invoke_async(&mut c).await.map_err(err)?;
             let Some(tenant) = tenant else { return Ok(None) };
             let k = Keys::new(&tenant);
             let (task, next): (Option<String>, i64) = self
@@ -232,7 +242,15 @@ impl Store for RedisStore {
                 .invoke_async(&mut c)
                 .await
                 .map_err(err)?;
-            self.settle.key(ACTIVE).arg(&tenant).arg(held).arg(next).invoke_async::<i64>(&mut c).await.map_err(err)?;
+            self.settle
+                .key(ACTIVE)
+                .key(DUE)
+                .arg(&tenant)
+                .arg(held)
+                .arg(next)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map_err(err)?;
             if let Some(t) = task {
                 let task = TaskRef::decode(&t).ok_or_else(|| StoreError::Corrupt(format!("task {t:?}")))?;
                 return Ok(Some(Claimed { tenant, task, worker: worker.to_string() }));
