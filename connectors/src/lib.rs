@@ -9,6 +9,7 @@ mod exec;
 mod kinds;
 pub mod run;
 mod types;
+pub mod verify;
 
 pub use exec::{retry_after_ms, sign, webhook_id, MAX_BODY};
 pub use kinds::{Delay, Emit, Filter, Http, Log, Transform, WebhookSend};

@@ -110,3 +110,57 @@ steps:
     assert!(msg.contains("302") && msg.contains("update the URL"), "{msg}");
     env.shutdown().await;
 }
+
+/// Signs `body` with the official `standardwebhooks` library: answers (webhook-id, timestamp, signature).
+fn python_sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let script = "import sys, datetime\nfrom standardwebhooks.webhooks import Webhook\n\
+        body = sys.stdin.buffer.read()\n\
+        ts = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
+        print(Webhook(sys.argv[1]).sign(sys.argv[2], ts, body))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script, secret, id, &timestamp.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with standardwebhooks");
+    child.stdin.take().expect("stdin").write_all(body).expect("write");
+    let out = child.wait_with_output().expect("python3 ran");
+    assert!(out.status.success(), "signing failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn inbound_signatures_from_the_official_library_verify() {
+    use sluice_connectors::verify::{standard_webhooks, VerifyError};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let body = br#"{"type":"user.created","data":{"id":"u_1"}}"#;
+    let headers = |id: &str, ts: u64, sig: String| {
+        std::collections::HashMap::from([
+            ("webhook-id".to_string(), id.to_string()),
+            ("webhook-timestamp".to_string(), ts.to_string()),
+            ("webhook-signature".to_string(), sig),
+        ])
+    };
+    let verify = |secrets: &[&str], h: &std::collections::HashMap<String, String>, body: &[u8]| {
+        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        standard_webhooks(&secrets, |k| h.get(k).map(String::as_str), body, now)
+    };
+    let valid = headers("msg_a", now, python_sign(NEW, "msg_a", now, body));
+    assert_eq!(verify(&[NEW], &valid, body).map(|v| v.id), Ok("msg_a".to_string()));
+    // Rotation: signed with the old secret, verified while both are configured.
+    let rotated = headers("msg_b", now, python_sign(OLD, "msg_b", now, body));
+    assert!(verify(&[NEW, OLD], &rotated, body).is_ok());
+    assert_eq!(verify(&[NEW], &rotated, body), Err(VerifyError::NoMatch), "the old secret alone is gone");
+    assert_eq!(
+        verify(&[NEW], &valid, br#"{"type":"user.created","data":{"id":"u_2"}}"#),
+        Err(VerifyError::NoMatch),
+        "tampered"
+    );
+    let old = now - 600;
+    let expired = headers("msg_c", old, python_sign(NEW, "msg_c", old, body));
+    assert_eq!(verify(&[NEW], &expired, body), Err(VerifyError::TooOld));
+    let mut missing = valid.clone();
+    missing.remove("webhook-signature");
+    assert_eq!(verify(&[NEW], &missing, body), Err(VerifyError::MissingHeader("webhook-signature")));
+    assert_eq!(verify(&[OLD], &valid, body), Err(VerifyError::NoMatch), "wrong secret");
+}
