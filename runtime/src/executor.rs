@@ -258,6 +258,13 @@ impl Executor {
         let ready = plan.steps.iter().filter(|s| s.needs.is_empty()).map(|s| TaskRef::step(&id, &s.id)).collect();
         let plan_json = serde_json::to_value(plan).map_err(|e| ExecError::Invalid(e.to_string()))?;
         self.store.create_run(tenant, &NewRun { header, plan: plan_json, ready }).await?;
+        // This process's workers find the plan without reading it back (the snapshot is the same value).
+        if let Ok(mut m) = self.plans.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(format!("{tenant}|{id}"), Arc::new(plan.clone()));
+        }
         Ok(id)
     }
 
