@@ -4,6 +4,7 @@
 //! implementations of the one `Store` trait (embedded SQLite, Redis); `worker` runs apalis workers that claim
 //! tasks from a store. Which store runs is chosen by the binary, never here.
 
+pub mod crypto;
 pub mod executor;
 pub mod model;
 pub mod store;
