@@ -8,6 +8,7 @@ mod cli;
 mod failure;
 mod faults;
 mod flow;
+mod limits;
 mod replay;
 mod retries;
 mod webhooks;

@@ -7,6 +7,19 @@
 pub mod redis;
 pub mod sqlite;
 
+/// The GCRA decision for one request: the new theoretical arrival time, or the wait before a request would
+/// be admitted. Shared by the embedded store; the Redis store runs the same arithmetic in `lua/rate.lua`.
+pub fn gcra(tat_ms: Option<f64>, now_ms: f64, rate: f64, burst: u32) -> std::result::Result<f64, Duration> {
+    let interval = 1000.0 / rate.max(1e-9);
+    let tolerance = interval * (f64::from(burst.max(1)) - 1.0);
+    let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
+    let allow_at = tat - tolerance;
+    if now_ms < allow_at {
+        return Err(Duration::from_millis((allow_at - now_ms).ceil() as u64));
+    }
+    Ok(tat + interval)
+}
+
 use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState};
 use async_trait::async_trait;
 use std::time::Duration;
@@ -81,6 +94,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies one change atomically (see [`Commit`]).
     async fn commit(&self, tenant: &str, run: &str, claimed: Option<&Claimed>, c: Commit) -> Result<CommitResult>;
+
+    /// One request against the tenant's rate limit `name` (GCRA: `rate` a second, bursts of `burst`), shared
+    /// by every process on this store. `Ok(None)` admits it; `Ok(Some(wait))` refuses it and says when to try
+    /// again (for a 429's `Retry-After`).
+    async fn rate_limit(&self, tenant: &str, name: &str, rate: f64, burst: u32) -> Result<Option<Duration>>;
 
     /// The tenant's dead letters, newest first.
     async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>>;

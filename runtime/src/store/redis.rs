@@ -81,6 +81,9 @@ impl Keys {
     fn dead_letters(&self) -> String {
         format!("{}:dl", self.base)
     }
+    fn rate(&self, name: &str) -> String {
+        format!("{}:rl:{name}", self.base)
+    }
     fn dead_letter_index(&self) -> String {
         format!("{}:dlidx", self.base)
     }
@@ -98,6 +101,7 @@ pub struct RedisStore {
     pick: Script,
     settle: Script,
     probe: Script,
+    rate: Script,
     notify: Arc<Notify>,
     generation: Arc<AtomicU64>,
     retention: Duration,
@@ -125,6 +129,7 @@ impl RedisStore {
             pick: Script::new(include_str!("lua/pick.lua")),
             settle: Script::new(include_str!("lua/settle.lua")),
             probe: Script::new(include_str!("lua/probe.lua")),
+            rate: Script::new(include_str!("lua/rate.lua")),
             notify,
             generation,
             retention: super::DEFAULT_RETENTION,
@@ -473,6 +478,17 @@ impl Store for RedisStore {
         let docs: Vec<Option<String>> =
             redis::cmd("HMGET").arg(k.dead_letters()).arg(&ids).query_async(&mut c).await.map_err(err)?;
         docs.into_iter().flatten().map(|d| parse(&d)).collect()
+    }
+
+    async fn rate_limit(&self, tenant: &str, name: &str, rate: f64, burst: u32) -> Result<Option<Duration>> {
+        let key = Keys::new(tenant).rate(name);
+        let wait: u64 = self
+            .idempotent(|mut c| {
+                let key = key.clone();
+                async move { self.rate.key(key).arg(now_ms()).arg(rate).arg(burst.max(1)).invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
     async fn housekeeping(&self) -> Result<u64> {

@@ -43,6 +43,8 @@ static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 /// The embedded store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Rate-limit state: one process serves an embedded store, so it lives in memory.
+    rates: Mutex<std::collections::HashMap<(String, String), f64>>,
     retention: Duration,
     notify: Arc<Notify>,
     generation: AtomicU64,
@@ -75,6 +77,7 @@ impl SqliteStore {
         );
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            rates: Mutex::new(std::collections::HashMap::new()),
             retention: super::DEFAULT_RETENTION,
             notify: Arc::new(Notify::new()),
             generation: AtomicU64::new(0),
@@ -615,6 +618,22 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn rate_limit(&self, tenant: &str, name: &str, rate: f64, burst: u32) -> Result<Option<Duration>> {
+        let mut rates = self.rates.lock().map_err(|_| err("the rate limits' lock is poisoned"))?;
+        let now = now_ms() as f64;
+        let key = (tenant.to_string(), name.to_string());
+        match super::gcra(rates.get(&key).copied(), now, rate, burst) {
+            Ok(tat) => {
+                if rates.len() > 100_000 {
+                    rates.retain(|_, t| *t > now);
+                }
+                rates.insert(key, tat);
+                Ok(None)
+            }
+            Err(wait) => Ok(Some(wait)),
+        }
     }
 
     async fn housekeeping(&self) -> Result<u64> {
