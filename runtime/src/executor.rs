@@ -509,19 +509,9 @@ impl Executor {
                     }
                     Outcome::Filtered => self.filtered(claimed, &header, &plan, &step, state).await,
                     Outcome::WaitUntil(until) => {
-                        state.status = StepStatus::Waiting;
-                        state.wait_until = Some(until);
                         // The wait is one attempt in all: forget this entry, the final success records it.
                         state.attempts.pop();
-                        let c = Commit {
-                            states: vec![(task.state_key(), state)],
-                            schedule: Some((task.clone(), until)),
-                            release: true,
-                            guarded: true,
-                            ..Commit::default()
-                        };
-                        self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
-                        Ok(())
+                        self.park(claimed, state, StepStatus::Waiting, until).await
                     }
                 }
             }
@@ -910,6 +900,28 @@ impl Executor {
         Ok(())
     }
 
+    /// Puts a task aside until `at` (a retry, a delay): its state says why, a timer brings it back, and no
+    /// worker holds it meanwhile. Guarded: a step the failing run closed meanwhile stays closed.
+    async fn park(
+        &self,
+        claimed: &Claimed,
+        mut state: StepState,
+        status: StepStatus,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        state.status = status;
+        state.wait_until = Some(at);
+        let c = Commit {
+            states: vec![(claimed.task.state_key(), state)],
+            schedule: Some((claimed.task.clone(), at)),
+            release: true,
+            guarded: true,
+            ..Commit::default()
+        };
+        self.commit(&claimed.tenant, &claimed.task.run, Some(claimed), c).await?;
+        Ok(())
+    }
+
     /// A failed attempt: retried per the step's policy, or failed for good (a dead letter), failing the run
     /// unless `continue_on_error`.
     #[allow(clippy::too_many_arguments)]
@@ -940,17 +952,8 @@ impl Executor {
         if step.retry.retries(err.class, relative) {
             let delay = step.retry.delay_ms(relative, state.last_delay_ms, rand::random::<f64>(), err.retry_after_ms);
             let at = finished + delay;
-            state.status = StepStatus::Retrying;
-            state.wait_until = Some(at);
             state.last_delay_ms = Some(delay);
-            let c = Commit {
-                states: vec![(task.state_key(), state)],
-                schedule: Some((task.clone(), at)),
-                release: true,
-                guarded: true,
-                ..Commit::default()
-            };
-            self.commit(tenant, &claimed.task.run, Some(claimed), c).await?;
+            self.park(claimed, state, StepStatus::Retrying, at).await?;
             tracing::info!(tenant, run = %task.run, step = %task.step, attempt = number, delay_ms = delay, class = %error.class, "step failed; retrying");
             return Ok(());
         }
