@@ -291,7 +291,9 @@ impl Connector for WebhookSend {
             };
             let id = webhook_id(&cx.idempotency_key);
             let ts = cx.now_ms / 1000;
-            let now = chrono::DateTime::from_timestamp_millis(cx.now_ms as i64).unwrap_or_default();
+            // The event's own time, the same on every retry (the body, and so its signature over the same
+            // id, does not change); `webhook-timestamp` is this attempt's time.
+            let now = chrono::DateTime::from_timestamp_millis(cx.first_attempt_ms as i64).unwrap_or_default();
             let payload = json!({
                 "type": w.event,
                 "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -29,6 +29,9 @@ pub struct StepCx {
     pub timeout: Duration,
     /// Milliseconds since the Unix epoch, at the start of the attempt.
     pub now_ms: u64,
+    /// Milliseconds since the Unix epoch, at the start of the step's first attempt (an event's own time,
+    /// the same on every retry).
+    pub first_attempt_ms: u64,
 }
 
 /// What a successful step produced.

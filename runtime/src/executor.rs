@@ -456,6 +456,13 @@ impl Executor {
             None => None,
         };
         let scope = scope(item);
+        // When the step was first tried: the event time of what it sends, the same on every retry.
+        let first_ms = state
+            .attempts
+            .first()
+            .and_then(|a| chrono::DateTime::parse_from_rfc3339(&a.started_at).ok())
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+            .unwrap_or(now);
         let rendered = self.render_with(&step, &scope, &amb);
         let (with, attempted) = match rendered {
             Ok(with) => {
@@ -465,9 +472,9 @@ impl Executor {
                         &with,
                         &secrets.values().map(String::as_str).collect::<Vec<_>>(),
                     );
-                    self.attempt(claimed, &step, &shown, attempt_no, now).await
+                    self.attempt(claimed, &step, &shown, attempt_no, now, first_ms).await
                 } else {
-                    self.attempt(claimed, &step, &with, attempt_no, now).await
+                    self.attempt(claimed, &step, &with, attempt_no, now, first_ms).await
                 };
                 (with, out)
             }
@@ -582,7 +589,16 @@ impl Executor {
     }
 
     /// Runs the kind once under the attempt's timeout, renewing the lease meanwhile.
-    async fn attempt(&self, claimed: &Claimed, step: &PlanStep, with: &Value, attempt: u32, now: u64) -> Attempted {
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        claimed: &Claimed,
+        step: &PlanStep,
+        with: &Value,
+        attempt: u32,
+        now: u64,
+        first_ms: u64,
+    ) -> Attempted {
         let Some(kind) = self.connectors.get(step.uses.as_str()).cloned() else {
             return Attempted::Failed(StepError::config(format!("unknown step kind `{}`", step.uses)));
         };
@@ -608,6 +624,7 @@ impl Executor {
             egress: self.config.egress,
             timeout,
             now_ms: now,
+            first_attempt_ms: first_ms,
         };
         let run = kind.run(&cx, with.clone());
         let lease_ms = self.config.lease.as_millis() as u64;

@@ -71,6 +71,7 @@ steps:
             > hits[0].header("webhook-timestamp").parse::<u64>().unwrap(),
         "each attempt carries its own timestamp"
     );
+    assert_eq!(hits[0].body, hits[1].body, "a retry sends the same body (the event's own time, not the attempt's)");
     for hit in &hits {
         assert_eq!(hit.header("webhook-signature").split(' ').count(), 2, "one signature per secret while rotating");
         for secret in [NEW, OLD] {
