@@ -6,7 +6,10 @@
 #![allow(unsafe_code)] // the counting allocator below; nothing else
 
 use sluice_engine::{compile::plan, Validator};
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+/// The allocator the `sluice` binary uses, so the figures are the binary's.
+use mimalloc::MiMalloc as System;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
