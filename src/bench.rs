@@ -113,7 +113,7 @@ async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs)
         Executor::new(
             store.clone(),
             sluice_connectors::connectors(),
-            Arc::new(StaticSecrets(HashMap::new())),
+            Arc::new(StaticSecrets::new(HashMap::new())),
             Arc::new(executor::NoOtherPipelines),
             config,
         )

@@ -97,7 +97,7 @@ async fn run_once(
         Executor::new(
             store,
             sluice_connectors::connectors(),
-            Arc::new(StaticSecrets(secrets)),
+            Arc::new(StaticSecrets::new(secrets)),
             Arc::new(executor::NoOtherPipelines),
             config,
         )

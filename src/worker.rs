@@ -51,7 +51,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             Executor::new(
                 store,
                 sluice_connectors::connectors(),
-                Arc::new(StaticSecrets(Default::default())),
+                Arc::new(StaticSecrets::new(Default::default())),
                 Arc::new(executor::NoOtherPipelines),
                 config,
             )

@@ -2,6 +2,7 @@
 //! fan-out, templates, the step kind under a timeout), and commits each result together with the successors
 //! it makes ready; it owns retries (SPEC section 5), dead letters, skips, failure handling and replays.
 
+use crate::metrics::Metrics;
 use crate::model::*;
 use crate::store::{now_ms, Store, StoreError};
 use serde_json::{json, Map, Value};
@@ -21,17 +22,44 @@ pub const MAX_ITEMS: usize = 10_000;
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// Secrets of tenants, as templates see them (`secrets.NAME`).
+#[async_trait::async_trait]
 pub trait Secrets: Send + Sync {
-    fn for_tenant(&self, tenant: &str) -> HashMap<String, String>;
+    async fn for_tenant(&self, tenant: &str) -> Result<Arc<HashMap<String, String>>, StoreError>;
 }
 
 /// A fixed set of secrets for every tenant (`sluice run --secret NAME=VALUE`).
-pub struct StaticSecrets(pub HashMap<String, String>);
+pub struct StaticSecrets(pub Arc<HashMap<String, String>>);
 
-impl Secrets for StaticSecrets {
-    fn for_tenant(&self, _tenant: &str) -> HashMap<String, String> {
-        self.0.clone()
+impl StaticSecrets {
+    pub fn new(secrets: HashMap<String, String>) -> StaticSecrets {
+        StaticSecrets(Arc::new(secrets))
     }
+}
+
+#[async_trait::async_trait]
+impl Secrets for StaticSecrets {
+    async fn for_tenant(&self, _tenant: &str) -> Result<Arc<HashMap<String, String>>, StoreError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// How a run is started (see [`Executor::start`]).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `(key, ttl)`: start nothing when a run of the tenant holds this key (see [`NewRun::dedup`]).
+    pub dedup: Option<(String, Duration)>,
+    /// Refuse when the tenant has this many runs queued or running.
+    pub max_in_flight: Option<u32>,
+}
+
+/// What starting a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    New(String),
+    /// The de-duplication key is held by this run: nothing was started.
+    Duplicate(String),
+    /// The tenant is at its limit of runs in flight: nothing was started.
+    Full,
 }
 
 /// Where `emit` steps send their events: the tenant's pipelines with a matching `event` trigger.
@@ -120,6 +148,7 @@ pub struct Executor {
     config: Config,
     plans: Mutex<HashMap<String, Arc<Plan>>>,
     finished: tokio::sync::broadcast::Sender<(String, String, RunStatus)>,
+    metrics: Arc<Metrics>,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -163,7 +192,18 @@ impl Executor {
             config,
             plans: Mutex::new(HashMap::new()),
             finished: tokio::sync::broadcast::channel(4096).0,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Records into these metrics instead of the executor's own (a server shares one set).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Executor {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// `(tenant, run, status)` of every run this executor moved to a final status, as it happens. Runs that
@@ -201,6 +241,7 @@ impl Executor {
             .map(|(_, h)| h.status)
             .filter(|s| s.is_terminal())
             .or(c.finish.as_ref().map(|_| RunStatus::Succeeded));
+        let started_ms = c.run.as_ref().map(|(_, h)| h.started_at_ms).or(c.finish.as_ref().map(|(_, h)| h.started_at_ms));
         let r = self.store.commit(tenant, run, claimed, c).await?;
         if r.stale {
             if let Some(cl) = claimed {
@@ -209,6 +250,11 @@ impl Executor {
             return Ok(r);
         }
         if let (Some(status), true) = (status, r.run_written) {
+            self.metrics.inc("sluice_runs_finished_total", &[("tenant", tenant), ("status", status.as_str())]);
+            if let Some(ms) = started_ms {
+                let secs = now_ms().saturating_sub(ms) as f64 / 1000.0;
+                self.metrics.observe("sluice_run_duration_seconds", &[("tenant", tenant)], secs);
+            }
             let _ = self.finished.send((tenant.to_string(), run.to_string(), status));
         }
         if let (Some(cl), Some(task)) = (chaining, r.chained.clone()) {
@@ -240,8 +286,25 @@ impl Executor {
         version: u32,
         trigger: Value,
     ) -> Result<String, ExecError> {
+        match self.start(tenant, plan, version, trigger, &StartOptions::default()).await? {
+            Started::New(id) | Started::Duplicate(id) => Ok(id),
+            Started::Full => Err(ExecError::Invalid("the tenant has too many runs in flight".into())),
+        }
+    }
+
+    /// Starts a run of `plan` unless its de-duplication key is held or the tenant is at its limit of runs in
+    /// flight (one atomic step of the store). A started run is durable when this returns.
+    pub async fn start(
+        &self,
+        tenant: &str,
+        plan: &Plan,
+        version: u32,
+        trigger: Value,
+        opts: &StartOptions,
+    ) -> Result<Started, ExecError> {
         let id = new_id("run");
         let now = now_ms();
+        let kind = trigger.get("kind").and_then(Value::as_str).unwrap_or("manual").to_string();
         let header = RunHeader {
             id: id.clone(),
             pipeline: plan.name.clone(),
@@ -257,7 +320,15 @@ impl Executor {
         };
         let ready = plan.steps.iter().filter(|s| s.needs.is_empty()).map(|s| TaskRef::step(&id, &s.id)).collect();
         let plan_json = serde_json::to_value(plan).map_err(|e| ExecError::Invalid(e.to_string()))?;
-        self.store.create_run(tenant, &NewRun { header, plan: plan_json, ready }).await?;
+        let mut new = NewRun::new(header, plan_json, ready);
+        new.dedup = opts.dedup.as_ref().map(|(k, ttl)| (k.clone(), ttl.as_millis() as u64));
+        new.max_in_flight = opts.max_in_flight;
+        match self.store.create_run(tenant, &new).await? {
+            Created::New => {}
+            Created::Duplicate(first) => return Ok(Started::Duplicate(first)),
+            Created::Full => return Ok(Started::Full),
+        }
+        self.metrics.inc("sluice_runs_started_total", &[("tenant", tenant), ("trigger", &kind)]);
         // This process's workers find the plan without reading it back (the snapshot is the same value).
         if let Ok(mut m) = self.plans.lock() {
             if m.len() > 10_000 {
@@ -265,7 +336,7 @@ impl Executor {
             }
             m.insert(format!("{tenant}|{id}"), Arc::new(plan.clone()));
         }
-        Ok(id)
+        Ok(Started::New(id))
     }
 
     fn cache(&self, tenant: &str, run: &str, json: Option<Value>) -> Result<Option<Arc<Plan>>, StoreError> {
@@ -408,7 +479,7 @@ impl Executor {
 
         let deps: HashMap<String, StepState> =
             read_ids.iter().cloned().zip(dep_states).map(|(k, v)| (k, v.unwrap_or_default())).collect();
-        let secrets = self.secrets.for_tenant(tenant);
+        let secrets = self.secrets.for_tenant(tenant).await?;
 
         if task.index.is_none() {
             // Skip propagation: a step whose every dependency was skipped is skipped too.
@@ -480,6 +551,10 @@ impl Executor {
             }
             Err(e) => (Value::Null, Attempted::Failed(e)),
         };
+        let result = if matches!(attempted, Attempted::Done(_)) { "ok" } else { "error" };
+        self.metrics.inc("sluice_attempts_total", &[("tenant", tenant), ("result", result)]);
+        let took = now_ms().saturating_sub(now) as f64 / 1000.0;
+        self.metrics.observe("sluice_attempt_duration_seconds", &[("tenant", tenant)], took);
         let redacted_with =
             sluice_engine::template::redact_json(&with, &secrets.values().map(String::as_str).collect::<Vec<_>>());
         match attempted {
@@ -730,6 +805,7 @@ impl Executor {
         state.output = output;
         state.wait_until = None;
         state.reason = reason;
+        self.metrics.inc("sluice_steps_total", &[("tenant", &claimed.tenant), ("status", "succeeded")]);
         match claimed.task.index {
             None => {
                 let c = Commit {
@@ -971,6 +1047,7 @@ impl Executor {
             let at = finished + delay;
             state.last_delay_ms = Some(delay);
             self.park(claimed, state, StepStatus::Retrying, at).await?;
+            self.metrics.inc("sluice_retries_total", &[("tenant", tenant)]);
             tracing::info!(tenant, run = %task.run, step = %task.step, attempt = number, delay_ms = delay, class = %error.class, "step failed; retrying");
             return Ok(());
         }
@@ -986,6 +1063,8 @@ impl Executor {
             created_at: rfc3339(finished),
         };
         tracing::warn!(tenant, run = %task.run, step = %task.step, class = %error.class, "step failed for good: {}", error.message);
+        self.metrics.inc("sluice_dead_letters_total", &[("tenant", tenant)]);
+        self.metrics.inc("sluice_steps_total", &[("tenant", tenant), ("status", "failed")]);
         state.status = StepStatus::Failed;
         state.output = Value::Null;
         state.wait_until = None;

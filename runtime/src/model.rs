@@ -265,6 +265,38 @@ pub struct NewRun {
     pub header: RunHeader,
     pub plan: Value,
     pub ready: Vec<TaskRef>,
+    /// `(key, ttl_ms)`: the run is created only if no run of the tenant holds this key yet (an inbound
+    /// `webhook-id`, an `Idempotency-Key`, a schedule tick); the key is then held for `ttl_ms`.
+    pub dedup: Option<(String, u64)>,
+    /// Refuse the run when the tenant already has this many runs queued or running.
+    pub max_in_flight: Option<u32>,
+}
+
+impl NewRun {
+    pub fn new(header: RunHeader, plan: Value, ready: Vec<TaskRef>) -> NewRun {
+        NewRun { header, plan, ready, dedup: None, max_in_flight: None }
+    }
+}
+
+/// What creating a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored, durable.
+    New,
+    /// Another run holds the de-duplication key: its id; nothing was stored.
+    Duplicate(String),
+    /// The tenant has `max_in_flight` runs queued or running already; nothing was stored.
+    Full,
+}
+
+/// A page of a tenant's runs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub pipeline: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Runs older than this run id (the `next` of the previous page).
+    pub before: Option<String>,
+    pub limit: usize,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ fn client(store: Arc<dyn Store>) -> Executor {
     Executor::new(
         store,
         sluice_connectors::connectors(),
-        Arc::new(StaticSecrets(Default::default())),
+        Arc::new(StaticSecrets::new(Default::default())),
         Arc::new(executor::NoOtherPipelines),
         config,
     )
@@ -193,7 +193,7 @@ async fn fencing(store: Arc<dyn Store>) {
         reason: None,
     };
     let task = TaskRef::step("run_fence", "a");
-    store.create_run(TENANT, &NewRun { header, plan: json!({}), ready: vec![task.clone()] }).await.unwrap();
+    store.create_run(TENANT, &NewRun::new(header, json!({}), vec![task.clone()])).await.unwrap();
     let a = store.claim("worker-a", 50).await.unwrap().expect("worker a claims the task");
     tokio::time::sleep(Duration::from_millis(150)).await;
     let b = store.claim("worker-b", 30_000).await.unwrap().expect("the expired lease makes the task claimable");

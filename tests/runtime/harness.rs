@@ -163,7 +163,7 @@ impl Env {
             Executor::new(
                 store.clone(),
                 sluice_connectors::connectors(),
-                Arc::new(StaticSecrets(secrets)),
+                Arc::new(StaticSecrets::new(secrets)),
                 Arc::new(executor::NoOtherPipelines),
                 config,
             )

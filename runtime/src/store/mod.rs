@@ -20,7 +20,7 @@ pub fn gcra(tat_ms: Option<f64>, now_ms: f64, rate: f64, burst: u32) -> std::res
     Ok(tat + interval)
 }
 
-use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState};
+use crate::model::{Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -58,8 +58,17 @@ pub trait Store: Send + Sync + 'static {
     /// `embedded` or `redis`, for logs and benchmarks.
     fn name(&self) -> &'static str;
 
-    /// Stores a run (header and plan) and makes its first tasks runnable. Durable when it returns.
-    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<()>;
+    /// Stores a run (header and plan) and makes its first tasks runnable, unless its de-duplication key is
+    /// held already or the tenant is at its limit of runs in flight (see [`NewRun`]); one atomic step.
+    /// Durable when it returns.
+    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<Created>;
+
+    /// A page of the tenant's runs, newest first, and the cursor of the next page. Filters are applied
+    /// while paging, so a page may hold fewer than `limit` runs and still have a next one.
+    async fn list_runs(&self, tenant: &str, q: &RunQuery) -> Result<(Vec<RunHeader>, Option<String>)>;
+
+    /// Tasks of the tenant waiting for a worker (ready now, or timers), for metrics.
+    async fn queue_depth(&self, tenant: &str) -> Result<u64>;
 
     /// Claims the next runnable task, tenants served in turn, under a lease of `lease_ms` for `worker`.
     /// Tasks whose lease expired (their worker died) and timers that came due are runnable again.

@@ -7,7 +7,7 @@
 //! message instead of polling. Connection errors are returned, and the caller retries; nothing panics.
 
 use super::{now_ms, Result, Store, StoreError};
-use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState, TaskRef};
+use crate::model::{Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState, TaskRef};
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
@@ -19,9 +19,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The tenant rotation: tenant -> when its next work is due (ms). Global keys share the hash tag `{g}`.
-const ACTIVE: &str = "sl:{g}:active";
+pub(crate) const ACTIVE: &str = "sl:{g}:active";
 /// Every tenant that ever had work, for housekeeping.
-const TENANTS: &str = "sl:{g}:tenants";
+pub(crate) const TENANTS: &str = "sl:{g}:tenants";
 /// Per tenant, the earliest due time announced since it was last picked (see `settle.lua`).
 const DUE: &str = "sl:{g}:due";
 /// The pub/sub channel that wakes idle workers.
@@ -29,11 +29,11 @@ const WAKE: &str = "sl:wake";
 /// How long a worker holds a picked tenant before the rotation offers it to others again.
 const HOLD_MS: u64 = 5_000;
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redis(e.to_string())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -55,12 +55,12 @@ fn loaded(out: Vec<Option<String>>) -> Result<Option<(RunHeader, Vec<Option<Step
 }
 
 /// Key names of one tenant, all in one hash slot.
-struct Keys {
+pub(crate) struct Keys {
     base: String,
 }
 
 impl Keys {
-    fn new(tenant: &str) -> Keys {
+    pub(crate) fn new(tenant: &str) -> Keys {
         Keys { base: format!("sl:{{t:{tenant}}}") }
     }
     fn ready(&self) -> String {
@@ -87,11 +87,29 @@ impl Keys {
     fn dead_letter_index(&self) -> String {
         format!("{}:dlidx", self.base)
     }
+    /// Run ids, all at score 0 so they sort by id (a ULID: by start time).
+    fn runs(&self) -> String {
+        format!("{}:runs", self.base)
+    }
+    /// Runs counted against the tenant's limit of runs in flight.
+    fn live(&self) -> String {
+        format!("{}:live", self.base)
+    }
+    fn dedup(&self, key: &str) -> String {
+        format!("{}:dedup:{key}", self.base)
+    }
+    /// The prefix of every run hash: `run_prefix() + id` is `run(id)`.
+    fn run_prefix(&self) -> String {
+        format!("{}:run:", self.base)
+    }
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
 }
 
 /// The Redis store.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    pub(crate) conn: ConnectionManager,
     claim: Script,
     commit: Script,
     create: Script,
@@ -102,6 +120,7 @@ pub struct RedisStore {
     settle: Script,
     probe: Script,
     rate: Script,
+    list: Script,
     notify: Arc<Notify>,
     generation: Arc<AtomicU64>,
     retention: Duration,
@@ -130,6 +149,7 @@ impl RedisStore {
             settle: Script::new(include_str!("lua/settle.lua")),
             probe: Script::new(include_str!("lua/probe.lua")),
             rate: Script::new(include_str!("lua/rate.lua")),
+            list: Script::new(include_str!("lua/list.lua")),
             notify,
             generation,
             retention: super::DEFAULT_RETENTION,
@@ -162,7 +182,7 @@ impl RedisStore {
 
     /// Runs an idempotent operation, and once more when the connection dropped under it (the manager has
     /// reconnected by then), so a Redis restart or a killed connection costs a caller nothing.
-    async fn idempotent<T, F, Fut>(&self, f: F) -> Result<T>
+    pub(crate) async fn idempotent<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -206,24 +226,72 @@ impl Store for RedisStore {
         "redis"
     }
 
-    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<()> {
+    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<Created> {
         let k = Keys::new(tenant);
         let header = serde_json::to_string(&run.header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let plan = serde_json::to_string(&run.plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let ready: Vec<String> = run.ready.iter().map(TaskRef::encode).collect();
         let id = &run.header.id;
-        // Creating a run is idempotent (same id, same documents; tasks pushed once), so it is safe to retry.
-        self.idempotent(|mut c| {
-            let mut inv = self.create.prepare_invoke();
-            inv.key(k.ready()).key(k.run(id)).key(k.run_part(id, "enq"));
-            inv.arg(run.header.status.as_str()).arg(&header).arg(&plan);
-            for t in &ready {
-                inv.arg(t);
+        let (dedup_key, ttl) = match &run.dedup {
+            Some((key, ttl)) => (k.dedup(key), *ttl),
+            None => (k.dedup(""), 0),
+        };
+        // The index keeps run ids at most as long as the longest a run can be kept.
+        let keep = self.retention.max(super::DEAD_LETTER_RETENTION).as_millis() as u64;
+        let oldest = format!("run_{}", ulid::Ulid::from_parts(now_ms().saturating_sub(keep), 0));
+        // Creating a run is idempotent (same id, same documents; tasks pushed once; a held key that names
+        // this run counts as stored), so it is safe to retry.
+        let (code, first): (i64, String) = self
+            .idempotent(|mut c| {
+                let mut inv = self.create.prepare_invoke();
+                inv.key(k.ready()).key(k.run(id)).key(k.run_part(id, "enq")).key(k.runs()).key(k.live()).key(&dedup_key);
+                inv.arg(run.header.status.as_str()).arg(&header).arg(&plan).arg(&run.header.pipeline).arg(id);
+                inv.arg(ttl).arg(run.max_in_flight.unwrap_or(0)).arg(k.run_prefix()).arg(&oldest);
+                for t in &ready {
+                    inv.arg(t);
+                }
+                async move { inv.invoke_async::<(i64, String)>(&mut c).await }
+            })
+            .await?;
+        match code {
+            1 => {
+                self.announce(tenant, now_ms()).await?;
+                Ok(Created::New)
             }
-            async move { inv.invoke_async::<i64>(&mut c).await }
-        })
-        .await?;
-        self.announce(tenant, now_ms()).await
+            2 => Ok(Created::Duplicate(first)),
+            _ => Ok(Created::Full),
+        }
+    }
+
+    async fn list_runs(&self, tenant: &str, q: &RunQuery) -> Result<(Vec<RunHeader>, Option<String>)> {
+        let k = Keys::new(tenant);
+        let limit = q.limit.clamp(1, 1000);
+        let out: Vec<String> = self
+            .idempotent(|mut c| {
+                let mut inv = self.list.prepare_invoke();
+                inv.key(k.runs()).arg(k.run_prefix()).arg(q.before.as_deref().unwrap_or(""));
+                inv.arg(limit).arg(q.pipeline.as_deref().unwrap_or("")).arg(q.status.map_or("", |s| s.as_str()));
+                async move { inv.invoke_async::<Vec<String>>(&mut c).await }
+            })
+            .await?;
+        let mut it = out.into_iter();
+        let next = it.next().filter(|n| !n.is_empty());
+        let mut runs = Vec::new();
+        while let (Some(status), Some(header)) = (it.next(), it.next()) {
+            runs.push(with_status(parse(&header)?, &status)?);
+        }
+        Ok((runs, next))
+    }
+
+    async fn queue_depth(&self, tenant: &str) -> Result<u64> {
+        let k = Keys::new(tenant);
+        let (ready, timers): (u64, u64) = self
+            .idempotent(|mut c| {
+                let (r, t) = (k.ready(), k.timers());
+                async move { redis::pipe().llen(r).zcard(t).query_async(&mut c).await }
+            })
+            .await?;
+        Ok(ready + timers)
     }
 
     async fn claim(&self, worker: &str, lease_ms: u64) -> Result<Option<Claimed>> {

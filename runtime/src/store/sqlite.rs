@@ -4,7 +4,7 @@
 //! a `served` counter; leases are timestamps, so a task whose worker died is claimed again when its lease ends.
 
 use super::{now_ms, Result, Store, StoreError};
-use crate::model::{Claimed, Commit, CommitResult, DeadLetter, NewRun, RunHeader, StepState, TaskRef};
+use crate::model::{Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState, TaskRef};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -35,7 +35,16 @@ CREATE INDEX IF NOT EXISTS queue_task ON queue (tenant, task);
 CREATE TABLE IF NOT EXISTS served (tenant TEXT PRIMARY KEY, turn INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (tenant TEXT NOT NULL, id TEXT NOT NULL, created_ms INTEGER NOT NULL,
   doc TEXT NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedup (tenant TEXT NOT NULL, key TEXT NOT NULL, run TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL, PRIMARY KEY (tenant, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_ms);
 ";
+
+/// Schema changes after the first release, in order; `PRAGMA user_version` counts the ones applied.
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE runs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
+     CREATE INDEX IF NOT EXISTS runs_live ON runs (tenant, status);",
+];
 
 /// SQL statements run by every embedded store of this process (for `sluice bench`).
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
@@ -50,15 +59,15 @@ pub struct SqliteStore {
     generation: AtomicU64,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Sqlite(e.to_string())
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -69,6 +78,11 @@ impl SqliteStore {
         let conn = Connection::open(dir.join("sluice.db")).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
+            conn.execute_batch(&format!("BEGIN; {m} PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(err)?;
+        }
+        crate::catalog::sqlite::init(&conn)?;
         conn.trace_v2(
             rusqlite::trace::TraceEventCodes::SQLITE_TRACE_PROFILE,
             Some(|_| {
@@ -90,7 +104,7 @@ impl SqliteStore {
         self
     }
 
-    async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -197,25 +211,105 @@ impl Store for SqliteStore {
         "embedded"
     }
 
-    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<()> {
+    async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<Created> {
         let (tenant, header, plan, ready) =
             (tenant.to_string(), json(&run.header)?, json(&run.plan)?, run.ready.clone());
-        let (id, status) = (run.header.id.clone(), run.header.status.as_str());
+        let (id, status, pipeline) = (run.header.id.clone(), run.header.status.as_str(), run.header.pipeline.clone());
+        let (dedup, max) = (run.dedup.clone(), run.max_in_flight);
+        let created = self
+            .with(move |c| {
+                let now = now_ms() as i64;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+                if let Some((key, ttl)) = &dedup {
+                    let first: Option<String> = tx
+                        .query_row(
+                            "SELECT run FROM dedup WHERE tenant = ?1 AND key = ?2 AND expires_ms > ?3",
+                            params![tenant, key, now],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(err)?;
+                    if let Some(first) = first {
+                        return Ok(Created::Duplicate(first));
+                    }
+                    tx.execute(
+                        "INSERT OR REPLACE INTO dedup (tenant, key, run, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                        params![tenant, key, id, now + *ttl as i64],
+                    )
+                    .map_err(err)?;
+                }
+                if let Some(max) = max {
+                    let live: i64 = tx
+                        .query_row(
+                            "SELECT COUNT(*) FROM runs WHERE tenant = ?1 AND status IN ('queued', 'running')",
+                            params![tenant],
+                            |r| r.get(0),
+                        )
+                        .map_err(err)?;
+                    if live >= i64::from(max) {
+                        return Ok(Created::Full);
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO runs (tenant, id, status, header, plan, pipeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![tenant, id, status, header, plan, pipeline],
+                )
+                .map_err(err)?;
+                for t in &ready {
+                    push_once(&tx, &tenant, t, None, &mut None)?;
+                }
+                tx.commit().map_err(err)?;
+                Ok(Created::New)
+            })
+            .await?;
+        if created == Created::New {
+            self.wake();
+        }
+        Ok(created)
+    }
+
+    async fn list_runs(&self, tenant: &str, q: &RunQuery) -> Result<(Vec<RunHeader>, Option<String>)> {
+        let (tenant, q) = (tenant.to_string(), q.clone());
         self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-            tx.execute(
-                "INSERT INTO runs (tenant, id, status, header, plan) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![tenant, id, status, header, plan],
-            )
-            .map_err(err)?;
-            for t in &ready {
-                push_once(&tx, &tenant, t, None, &mut None)?;
+            let limit = q.limit.clamp(1, 1000);
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT status, header FROM runs WHERE tenant = ?1 AND (?2 IS NULL OR id < ?2)
+                     AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR status = ?4) ORDER BY id DESC LIMIT ?5",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    params![tenant, q.before, q.pipeline, q.status.map(|s| s.as_str()), (limit + 1) as i64],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .map_err(err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, header) = row.map_err(err)?;
+                out.push(with_status(parse(&header)?, &status)?);
             }
-            tx.commit().map_err(err)
+            let next = if out.len() > limit {
+                out.truncate(limit);
+                out.last().map(|h| h.id.clone())
+            } else {
+                None
+            };
+            Ok((out, next))
         })
-        .await?;
-        self.wake();
-        Ok(())
+        .await
+    }
+
+    async fn queue_depth(&self, tenant: &str) -> Result<u64> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            c.query_row("SELECT COUNT(*) FROM queue WHERE tenant = ?1 AND lease_until IS NULL", params![tenant], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(err)
+        })
+        .await
     }
 
     async fn claim(&self, worker: &str, lease_ms: u64) -> Result<Option<Claimed>> {
@@ -654,6 +748,7 @@ impl Store for SqliteStore {
             }
             tx.execute("DELETE FROM runs WHERE (tenant, id) IN (SELECT tenant, id FROM gone)", []).map_err(err)?;
             tx.execute("DELETE FROM dead_letters WHERE created_ms < ?1", params![dl_cutoff]).map_err(err)?;
+            tx.execute("DELETE FROM dedup WHERE expires_ms < ?1", params![now_ms() as i64]).map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(n as u64)
         })

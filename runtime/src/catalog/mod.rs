@@ -1,0 +1,111 @@
+//! The catalog: what a tenant owns besides its runs (the tenant record and limits, API keys, pipeline
+//! versions, sealed secrets), stored beside the runs in the same store, so every server and worker sharing a
+//! store sees the same catalog.
+//!
+//! Every call but the admin ones (tenants, the key index) takes the tenant first. Values arrive ready to
+//! store: keys hashed and secrets sealed by the caller; the catalog never sees a plain key or secret.
+
+pub mod redis;
+pub mod sqlite;
+
+use crate::store::Result;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A tenant's limits (SPEC section 9).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests a second on the API and webhook endpoints, on average.
+    pub requests_per_second: f64,
+    /// Requests admitted at once above the average.
+    pub burst: u32,
+    /// Runs queued or running at once; more are refused with 429.
+    pub max_runs_in_flight: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { requests_per_second: 50.0, burst: 100, max_runs_in_flight: 500 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub limits: Limits,
+    pub created_at: String,
+}
+
+/// An API key as stored: its SHA-256, never the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    /// Hex SHA-256 of the whole key.
+    pub hash: String,
+    /// The key's first characters, so people can tell their keys apart.
+    pub prefix: String,
+    pub created_at: String,
+}
+
+/// One version of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineVersion {
+    pub name: String,
+    pub version: u32,
+    /// The text as it was sent, and its format (`yaml` or `json`).
+    pub source: String,
+    pub format: String,
+    /// Hex SHA-256 of `source`: a PUT of the same text makes no new version.
+    pub hash: String,
+    /// The compiled plan (`sluice_engine::compile::Plan` as JSON).
+    pub plan: serde_json::Value,
+    pub created_at: String,
+    /// `api`, or `folder` (loaded from the `--pipelines` folder, and deleted when its file goes).
+    pub origin: String,
+}
+
+/// What a PUT of a pipeline did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// A new version (1 for a new pipeline).
+    Created(u32),
+    /// The text equals the latest version's: nothing changed.
+    Unchanged(u32),
+}
+
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Creates a tenant; `false` when it exists already.
+    async fn create_tenant(&self, t: &Tenant) -> Result<bool>;
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    /// Every tenant, by id.
+    async fn tenants(&self) -> Result<Vec<Tenant>>;
+    /// Deletes a tenant and everything it owns (keys, pipelines, secrets, runs, dead letters).
+    async fn delete_tenant(&self, id: &str) -> Result<bool>;
+
+    async fn add_key(&self, tenant: &str, key: &ApiKey) -> Result<()>;
+    /// The tenant and key id of a key hash.
+    async fn key_owner(&self, hash: &str) -> Result<Option<(String, String)>>;
+    async fn keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool>;
+
+    /// Stores a new version of a pipeline, unless its text equals the latest version's. Versions only grow:
+    /// a pipeline deleted and put again continues its numbering.
+    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put>;
+    /// A version of a pipeline (the latest when `None`); a deleted pipeline has none.
+    async fn pipeline(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<Option<PipelineVersion>>;
+    /// The latest version of every pipeline of the tenant, by name.
+    async fn pipelines(&self, tenant: &str) -> Result<Vec<PipelineVersion>>;
+    /// The version numbers and creation times of a pipeline, oldest first.
+    async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<(u32, String)>>;
+    async fn delete_pipeline(&self, tenant: &str, name: &str) -> Result<bool>;
+
+    async fn put_secret(&self, tenant: &str, name: &str, sealed: &str, updated_at: &str) -> Result<()>;
+    /// `(name, sealed, updated_at)` of every secret, by name.
+    async fn secrets(&self, tenant: &str) -> Result<Vec<(String, String, String)>>;
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool>;
+
+    /// A number that changes whenever anything in the catalog changes (any tenant), so processes know when
+    /// to drop what they cached.
+    async fn generation(&self) -> Result<u64>;
+}

@@ -1,0 +1,258 @@
+//! The catalog on Redis. A tenant's catalog keys carry its hash tag like its runs; the tenant list, the key
+//! index (key hash -> tenant) and the generation counter are the global keys (`{g}`), touched by admin
+//! operations and lookups only.
+
+use super::{ApiKey, Catalog, PipelineVersion, Put, Tenant};
+use crate::store::redis::{err, parse, Keys, RedisStore, ACTIVE, TENANTS};
+use crate::store::{Result, StoreError};
+use async_trait::async_trait;
+use redis::{AsyncCommands, Script};
+use std::sync::LazyLock;
+
+const TENANT_DOCS: &str = "sl:{g}:tenant-docs";
+const KEY_INDEX: &str = "sl:{g}:apikeys";
+const GENERATION: &str = "sl:{g}:catalog-gen";
+
+static PUT_PIPELINE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../store/lua/put_pipeline.lua")));
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Keys {
+    fn keys(&self) -> String {
+        format!("{}:keys", self.base())
+    }
+    fn heads(&self) -> String {
+        format!("{}:pl", self.base())
+    }
+    fn counters(&self) -> String {
+        format!("{}:plcount", self.base())
+    }
+    fn versions(&self, name: &str) -> String {
+        format!("{}:plv:{name}", self.base())
+    }
+    fn latest_hash(&self, name: &str) -> String {
+        format!("{}:plh:{name}", self.base())
+    }
+    fn secrets(&self) -> String {
+        format!("{}:secrets", self.base())
+    }
+}
+
+/// A version document as stored: its number is the hash field's name.
+fn version_doc(field: &str, doc: &str) -> Result<PipelineVersion> {
+    let mut p: PipelineVersion = parse(doc)?;
+    p.version = field.parse().map_err(|_| StoreError::Corrupt(format!("pipeline version {field:?}")))?;
+    Ok(p)
+}
+
+impl RedisStore {
+    async fn bump(&self) -> Result<()> {
+        self.idempotent(|mut c| async move { c.incr::<_, _, u64>(GENERATION, 1).await }).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl Catalog for RedisStore {
+    async fn create_tenant(&self, t: &Tenant) -> Result<bool> {
+        let doc = json(t)?;
+        let mut c = self.conn.clone();
+        let added: bool = c.hset_nx(TENANT_DOCS, &t.id, doc).await.map_err(err)?;
+        self.bump().await?;
+        Ok(added)
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let doc: Option<String> =
+            self.idempotent(|mut c| async move { c.hget(TENANT_DOCS, id).await }).await?;
+        doc.map(|d| parse(&d)).transpose()
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        let all: Vec<(String, String)> = self.idempotent(|mut c| async move { c.hgetall(TENANT_DOCS).await }).await?;
+        let mut out = all.iter().map(|(_, d)| parse(d)).collect::<Result<Vec<Tenant>>>()?;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        let k = Keys::new(id);
+        let mut c = self.conn.clone();
+        let keys: Vec<(String, String)> = c.hgetall(k.keys()).await.map_err(err)?;
+        for (_, doc) in &keys {
+            let key: ApiKey = parse(doc)?;
+            let _: () = c.hdel(KEY_INDEX, &key.hash).await.map_err(err)?;
+        }
+        let removed: u32 = c.hdel(TENANT_DOCS, id).await.map_err(err)?;
+        // Every key of the tenant shares its prefix (and hash slot).
+        let pattern = format!("{}:*", k.base());
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await.map_err(err)?;
+            if !batch.is_empty() {
+                let _: () = c.del(batch).await.map_err(err)?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = c.zrem(ACTIVE, id).await.map_err(err)?;
+        let _: () = c.srem(TENANTS, id).await.map_err(err)?;
+        self.bump().await?;
+        Ok(removed == 1)
+    }
+
+    async fn add_key(&self, tenant: &str, key: &ApiKey) -> Result<()> {
+        let k = Keys::new(tenant);
+        let doc = json(key)?;
+        let mut c = self.conn.clone();
+        let _: () = c.hset(k.keys(), &key.id, doc).await.map_err(err)?;
+        let _: () = c.hset(KEY_INDEX, &key.hash, format!("{tenant}\t{}", key.id)).await.map_err(err)?;
+        self.bump().await
+    }
+
+    async fn key_owner(&self, hash: &str) -> Result<Option<(String, String)>> {
+        let v: Option<String> = self.idempotent(|mut c| async move { c.hget(KEY_INDEX, hash).await }).await?;
+        Ok(v.and_then(|v| v.split_once('\t').map(|(t, k)| (t.to_string(), k.to_string()))))
+    }
+
+    async fn keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
+        let k = Keys::new(tenant);
+        let all: Vec<(String, String)> = self.idempotent(|mut c| {
+            let key = k.keys();
+            async move { c.hgetall(key).await }
+        })
+        .await?;
+        let mut out = all.iter().map(|(_, d)| parse(d)).collect::<Result<Vec<ApiKey>>>()?;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let doc: Option<String> = c.hget(k.keys(), key_id).await.map_err(err)?;
+        let Some(doc) = doc else { return Ok(false) };
+        let key: ApiKey = parse(&doc)?;
+        let _: () = c.hdel(KEY_INDEX, &key.hash).await.map_err(err)?;
+        let _: () = c.hdel(k.keys(), key_id).await.map_err(err)?;
+        self.bump().await?;
+        Ok(true)
+    }
+
+    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put> {
+        let k = Keys::new(tenant);
+        let doc = json(&PipelineVersion { version: 0, ..p.clone() })?;
+        let mark = format!("{}\t{}", p.hash, p.origin);
+        let (stored, version): (i64, u32) = self
+            .idempotent(|mut c| {
+                let mut inv = PUT_PIPELINE.prepare_invoke();
+                inv.key(k.heads()).key(k.counters()).key(k.versions(&p.name)).key(k.latest_hash(&p.name));
+                inv.arg(&p.name).arg(&mark).arg(&doc);
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await?;
+        if stored == 1 {
+            self.bump().await?;
+            Ok(Put::Created(version))
+        } else {
+            Ok(Put::Unchanged(version))
+        }
+    }
+
+    async fn pipeline(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<Option<PipelineVersion>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let latest: Option<u32> = c.hget(k.heads(), name).await.map_err(err)?;
+        let Some(latest) = latest else { return Ok(None) };
+        let v = version.unwrap_or(latest);
+        let doc: Option<String> = c.hget(k.versions(name), v).await.map_err(err)?;
+        doc.map(|d| version_doc(&v.to_string(), &d)).transpose()
+    }
+
+    async fn pipelines(&self, tenant: &str) -> Result<Vec<PipelineVersion>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let mut heads: Vec<(String, u32)> = c.hgetall(k.heads()).await.map_err(err)?;
+        heads.sort();
+        if heads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (name, v) in &heads {
+            pipe.hget(k.versions(name), *v);
+        }
+        let docs: Vec<Option<String>> = pipe.query_async(&mut c).await.map_err(err)?;
+        let mut out = Vec::new();
+        for ((_, v), doc) in heads.iter().zip(docs) {
+            if let Some(doc) = doc {
+                out.push(version_doc(&v.to_string(), &doc)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<(u32, String)>> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let live: Option<u32> = c.hget(k.heads(), name).await.map_err(err)?;
+        if live.is_none() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<(String, String)> = c.hgetall(k.versions(name)).await.map_err(err)?;
+        let mut out =
+            all.iter().map(|(f, d)| version_doc(f, d).map(|p| (p.version, p.created_at))).collect::<Result<Vec<_>>>()?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_pipeline(&self, tenant: &str, name: &str) -> Result<bool> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let removed: u32 = c.hdel(k.heads(), name).await.map_err(err)?;
+        let _: () = c.del(&[k.versions(name), k.latest_hash(name)]).await.map_err(err)?;
+        self.bump().await?;
+        Ok(removed == 1)
+    }
+
+    async fn put_secret(&self, tenant: &str, name: &str, sealed: &str, updated_at: &str) -> Result<()> {
+        let k = Keys::new(tenant);
+        let doc = json(&(sealed, updated_at))?;
+        let mut c = self.conn.clone();
+        let _: () = c.hset(k.secrets(), name, doc).await.map_err(err)?;
+        self.bump().await
+    }
+
+    async fn secrets(&self, tenant: &str) -> Result<Vec<(String, String, String)>> {
+        let k = Keys::new(tenant);
+        let all: Vec<(String, String)> = self
+            .idempotent(|mut c| {
+                let key = k.secrets();
+                async move { c.hgetall(key).await }
+            })
+            .await?;
+        let mut out = Vec::new();
+        for (name, doc) in all {
+            let (sealed, updated): (String, String) = parse(&doc)?;
+            out.push((name, sealed, updated));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool> {
+        let k = Keys::new(tenant);
+        let mut c = self.conn.clone();
+        let removed: u32 = c.hdel(k.secrets(), name).await.map_err(err)?;
+        self.bump().await?;
+        Ok(removed == 1)
+    }
+
+    async fn generation(&self) -> Result<u64> {
+        let g: Option<u64> = self.idempotent(|mut c| async move { c.get(GENERATION).await }).await?;
+        Ok(g.unwrap_or(0))
+    }
+}

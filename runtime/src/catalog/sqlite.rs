@@ -1,0 +1,321 @@
+//! The catalog on the embedded store: tables beside the runs, in the same file.
+
+use super::{ApiKey, Catalog, PipelineVersion, Put, Tenant};
+use crate::store::sqlite::{err, json, parse, SqliteStore};
+use crate::store::Result;
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL)
+  WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, id);
+CREATE TABLE IF NOT EXISTS pipeline_versions (tenant TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+  doc TEXT NOT NULL, PRIMARY KEY (tenant, name, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pipelines (tenant TEXT NOT NULL, name TEXT NOT NULL, latest INTEGER NOT NULL,
+  live INTEGER NOT NULL, PRIMARY KEY (tenant, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (tenant TEXT NOT NULL, name TEXT NOT NULL, sealed TEXT NOT NULL,
+  updated_at TEXT NOT NULL, PRIMARY KEY (tenant, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Creates the catalog's tables (called when the store opens).
+pub(crate) fn init(c: &Connection) -> Result<()> {
+    c.execute_batch(SCHEMA).map_err(err)
+}
+
+fn bump(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO catalog_meta (key, value) VALUES ('generation', 1)
+         ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        [],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Every table holding a tenant's data, and its tenant column.
+const TENANT_TABLES: &[&str] = &[
+    "api_keys",
+    "pipeline_versions",
+    "pipelines",
+    "secrets",
+    "runs",
+    "states",
+    "terminal",
+    "enqueued",
+    "items_done",
+    "queue",
+    "served",
+    "dead_letters",
+    "dedup",
+];
+
+#[async_trait]
+impl Catalog for SqliteStore {
+    async fn create_tenant(&self, t: &Tenant) -> Result<bool> {
+        let (id, doc) = (t.id.clone(), json(t)?);
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let n = tx.execute("INSERT OR IGNORE INTO tenants (id, doc) VALUES (?1, ?2)", params![id, doc]).map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let doc: Option<String> = c
+                .prepare_cached("SELECT doc FROM tenants WHERE id = ?1")
+                .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+                .map_err(err)?;
+            doc.map(|d| parse(&d)).transpose()
+        })
+        .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.with(move |c| {
+            let mut s = c.prepare_cached("SELECT doc FROM tenants ORDER BY id").map_err(err)?;
+            let rows = s.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+            rows.map(|r| parse(&r.map_err(err)?)).collect()
+        })
+        .await
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let n = tx.execute("DELETE FROM tenants WHERE id = ?1", params![id]).map_err(err)?;
+            for table in TENANT_TABLES {
+                tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), params![id]).map_err(err)?;
+            }
+            bump(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn add_key(&self, tenant: &str, key: &ApiKey) -> Result<()> {
+        let (tenant, hash, id, doc) = (tenant.to_string(), key.hash.clone(), key.id.clone(), json(key)?);
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            tx.execute(
+                "INSERT INTO api_keys (hash, tenant, id, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, tenant, id, doc],
+            )
+            .map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn key_owner(&self, hash: &str) -> Result<Option<(String, String)>> {
+        let hash = hash.to_string();
+        self.with(move |c| {
+            c.prepare_cached("SELECT tenant, id FROM api_keys WHERE hash = ?1")
+                .and_then(|mut s| s.query_row(params![hash], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            let mut s = c.prepare_cached("SELECT doc FROM api_keys WHERE tenant = ?1 ORDER BY id").map_err(err)?;
+            let rows = s.query_map(params![tenant], |r| r.get::<_, String>(0)).map_err(err)?;
+            rows.map(|r| parse(&r.map_err(err)?)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool> {
+        let (tenant, key_id) = (tenant.to_string(), key_id.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let n = tx
+                .execute("DELETE FROM api_keys WHERE tenant = ?1 AND id = ?2", params![tenant, key_id])
+                .map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put> {
+        let (tenant, p) = (tenant.to_string(), p.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let head: Option<(u32, bool)> = tx
+                .query_row(
+                    "SELECT latest, live FROM pipelines WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, p.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(err)?;
+            if let Some((latest, true)) = head {
+                let doc: Option<String> = tx
+                    .query_row(
+                        "SELECT doc FROM pipeline_versions WHERE tenant = ?1 AND name = ?2 AND version = ?3",
+                        params![tenant, p.name, latest],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(err)?;
+                if let Some(doc) = doc {
+                    let old: PipelineVersion = parse(&doc)?;
+                    if old.hash == p.hash && old.origin == p.origin {
+                        return Ok(Put::Unchanged(latest));
+                    }
+                }
+            }
+            let version = head.map_or(1, |(latest, _)| latest + 1);
+            let doc = json(&PipelineVersion { version, ..p.clone() })?;
+            tx.execute(
+                "INSERT INTO pipeline_versions (tenant, name, version, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, p.name, version, doc],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO pipelines (tenant, name, latest, live) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (tenant, name) DO UPDATE SET latest = ?3, live = 1",
+                params![tenant, p.name, version],
+            )
+            .map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(Put::Created(version))
+        })
+        .await
+    }
+
+    async fn pipeline(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<Option<PipelineVersion>> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with(move |c| {
+            let doc: Option<String> = c
+                .prepare_cached(
+                    "SELECT v.doc FROM pipelines p JOIN pipeline_versions v
+                       ON v.tenant = p.tenant AND v.name = p.name AND v.version = COALESCE(?3, p.latest)
+                     WHERE p.tenant = ?1 AND p.name = ?2 AND p.live = 1",
+                )
+                .and_then(|mut s| s.query_row(params![tenant, name, version], |r| r.get(0)).optional())
+                .map_err(err)?;
+            doc.map(|d| parse(&d)).transpose()
+        })
+        .await
+    }
+
+    async fn pipelines(&self, tenant: &str) -> Result<Vec<PipelineVersion>> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT v.doc FROM pipelines p JOIN pipeline_versions v
+                       ON v.tenant = p.tenant AND v.name = p.name AND v.version = p.latest
+                     WHERE p.tenant = ?1 AND p.live = 1 ORDER BY p.name",
+                )
+                .map_err(err)?;
+            let rows = s.query_map(params![tenant], |r| r.get::<_, String>(0)).map_err(err)?;
+            rows.map(|r| parse(&r.map_err(err)?)).collect()
+        })
+        .await
+    }
+
+    async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<(u32, String)>> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT v.doc FROM pipelines p JOIN pipeline_versions v ON v.tenant = p.tenant AND v.name = p.name
+                     WHERE p.tenant = ?1 AND p.name = ?2 AND p.live = 1 ORDER BY v.version",
+                )
+                .map_err(err)?;
+            let rows = s.query_map(params![tenant, name], |r| r.get::<_, String>(0)).map_err(err)?;
+            rows.map(|r| {
+                let v: PipelineVersion = parse(&r.map_err(err)?)?;
+                Ok((v.version, v.created_at))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_pipeline(&self, tenant: &str, name: &str) -> Result<bool> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            // The head stays (not live) so numbering continues; the versions go.
+            let n = tx
+                .execute("UPDATE pipelines SET live = 0 WHERE tenant = ?1 AND name = ?2 AND live = 1", params![tenant, name])
+                .map_err(err)?;
+            tx.execute("DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2", params![tenant, name])
+                .map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_secret(&self, tenant: &str, name: &str, sealed: &str, updated_at: &str) -> Result<()> {
+        let (t, n, s, u) = (tenant.to_string(), name.to_string(), sealed.to_string(), updated_at.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            tx.execute(
+                "INSERT INTO secrets (tenant, name, sealed, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, name) DO UPDATE SET sealed = ?3, updated_at = ?4",
+                params![t, n, s, u],
+            )
+            .map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn secrets(&self, tenant: &str) -> Result<Vec<(String, String, String)>> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            let mut s = c
+                .prepare_cached("SELECT name, sealed, updated_at FROM secrets WHERE tenant = ?1 ORDER BY name")
+                .map_err(err)?;
+            let rows = s.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(err)?;
+            rows.map(|r| r.map_err(err)).collect()
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let n =
+                tx.execute("DELETE FROM secrets WHERE tenant = ?1 AND name = ?2", params![tenant, name]).map_err(err)?;
+            bump(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn generation(&self) -> Result<u64> {
+        self.with(move |c| {
+            let g: Option<i64> = c
+                .query_row("SELECT value FROM catalog_meta WHERE key = 'generation'", [], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            Ok(g.unwrap_or(0) as u64)
+        })
+        .await
+    }
+}

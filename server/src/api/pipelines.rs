@@ -1,0 +1,246 @@
+//! Pipelines: versions kept, validated exactly as `sluice validate` does; an invalid one is 422 and changes
+//! nothing.
+
+use super::{check_name, now_rfc3339, paginate, Page};
+use crate::auth::TenantAuth;
+use crate::error::{ApiError, ApiResult, Raw, Q, P};
+use crate::{cache, json, Shared};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sluice_engine::compile::Plan;
+use sluice_engine::model::Trigger;
+use sluice_runtime::catalog::{PipelineVersion, Put};
+use utoipa::ToSchema;
+
+/// What a PUT did.
+#[derive(Serialize, ToSchema)]
+pub struct PutResult {
+    pub name: String,
+    pub version: u32,
+    /// False when the text equals the latest version's (no new version).
+    pub changed: bool,
+    /// Warnings of validation, as `sluice validate --format json` prints them.
+    #[schema(value_type = Vec<Object>)]
+    pub warnings: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionOut {
+    pub version: u32,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PipelineOut {
+    pub name: String,
+    pub version: u32,
+    pub description: Option<String>,
+    /// The triggers as written.
+    #[schema(value_type = Vec<Object>)]
+    pub triggers: Value,
+    /// The text as it was sent.
+    pub source: String,
+    /// `yaml` or `json`.
+    pub format: String,
+    /// `api`, or `folder` when loaded from the server's `--pipelines` folder.
+    pub origin: String,
+    pub created_at: String,
+    /// Every version kept, oldest first.
+    pub versions: Vec<VersionOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PipelineSummary {
+    pub name: String,
+    pub version: u32,
+    pub description: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub triggers: Value,
+    pub origin: String,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PipelineList {
+    pub items: Vec<PipelineSummary>,
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VersionQuery {
+    /// A version to show instead of the latest.
+    pub version: Option<u32>,
+}
+
+fn digest(src: &str) -> String {
+    hex::encode(Sha256::digest(src.as_bytes()))
+}
+
+/// Validates and stores a pipeline of `tenant` named `name` (from `src`, `yaml` or `json`): 422 with the
+/// diagnostics when invalid, 409 when its webhook path is another pipeline's.
+pub async fn store(state: &Shared, tenant: &str, name: &str, src: &str, format: &str, origin: &str) -> ApiResult<PutResult> {
+    let file = format!("{name}.{}", if format == "json" { "json" } else { "yaml" });
+    let validator = state.s.validator.clone();
+    let (file2, src2) = (file.clone(), src.to_string());
+    // Validation is CPU work: off the async threads.
+    let checked = tokio::task::spawn_blocking(move || match sluice_engine::compile(&validator, &file2, &src2) {
+        Ok((plan, warnings)) => (warnings, Some(plan)),
+        Err(diags) => (diags, None),
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (diags, plan): (Vec<sluice_engine::diag::Diagnostic>, Option<Plan>) = checked;
+    let as_json: Vec<Value> = diags.iter().map(|d| d.to_json()).collect();
+    let Some(plan) = plan else {
+        let errors = diags.iter().filter(|d| d.is_error()).count();
+        let first = diags.iter().find(|d| d.is_error()).map(|d| format!(": {}", d.message)).unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_pipeline",
+            format!("the pipeline has {errors} error(s){first}; see `diagnostics`; nothing was stored"),
+        )
+        .with("diagnostics", Value::Array(as_json)));
+    };
+    let warnings: Vec<Value> = as_json.into_iter().filter(|d| d["severity"] != "error").collect();
+    // A webhook path belongs to one pipeline of the tenant.
+    let others = cache::pipelines(state, tenant).await?;
+    for t in &plan.triggers {
+        if let Trigger::Webhook(w) = t {
+            if let Some(owner) = others.hooks.get(&w.path).filter(|o| o.as_str() != name) {
+                return Err(ApiError::conflict(
+                    "webhook_path_taken",
+                    format!("the webhook path `{}` belongs to pipeline `{owner}`; choose another `path`", w.path),
+                ));
+            }
+        }
+    }
+    let version = PipelineVersion {
+        name: name.to_string(),
+        version: 0,
+        source: src.to_string(),
+        format: format.to_string(),
+        hash: digest(src),
+        plan: serde_json::to_value(&plan).map_err(ApiError::internal)?,
+        created_at: now_rfc3339(),
+        origin: origin.to_string(),
+    };
+    let put = state.s.catalog.put_pipeline(tenant, &version).await?;
+    let (version, changed) = match put {
+        Put::Created(v) => (v, true),
+        Put::Unchanged(v) => (v, false),
+    };
+    if changed {
+        state.changed(tenant);
+        tracing::info!(tenant, pipeline = name, version, origin, "pipeline stored");
+    }
+    Ok(PutResult { name: name.to_string(), version, changed, warnings })
+}
+
+/// `yaml` or `json`, from the Content-Type.
+fn format_of(headers: &HeaderMap) -> ApiResult<&'static str> {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain" | "" => Ok("yaml"),
+        "application/json" => Ok("json"),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("`{other}` is not a pipeline format: send `application/yaml` or `application/json`"),
+        )),
+    }
+}
+
+#[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
+    request_body(content = String, description = "The pipeline, as YAML or JSON", content_type = "application/yaml"),
+    security(("api_key" = [])),
+    responses((status = 201, description = "A new pipeline (version 1)", body = PutResult),
+        (status = 200, description = "A new version, or unchanged", body = PutResult),
+        (status = 422, description = "Invalid: `diagnostics` holds what `sluice validate --format json` prints", body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody), (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody)))]
+pub async fn put(
+    TenantAuth(t): TenantAuth,
+    State(state): State<Shared>,
+    P(name): P<String>,
+    headers: HeaderMap,
+    Raw(body): Raw,
+) -> ApiResult<Response> {
+    check_name("pipeline", &name, false)?;
+    let format = format_of(&headers)?;
+    let src = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_body", "the pipeline is not UTF-8 text"))?;
+    let r = store(&state, &t.id, &name, src, format, "api").await?;
+    let status = if r.changed && r.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, json!(r)))
+}
+
+fn triggers_of(p: &PipelineVersion) -> Value {
+    p.plan.get("triggers").cloned().unwrap_or(Value::Array(vec![]))
+}
+
+fn description_of(p: &PipelineVersion) -> Option<String> {
+    p.plan.get("description").and_then(Value::as_str).map(str::to_string)
+}
+
+#[utoipa::path(get, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path), VersionQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = PipelineOut), (status = 404, body = super::ErrorBody)))]
+pub async fn get(
+    TenantAuth(t): TenantAuth,
+    State(state): State<Shared>,
+    P(name): P<String>,
+    Q(q): Q<VersionQuery>,
+) -> ApiResult<Response> {
+    check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
+    let p = state.s.catalog.pipeline(&t.id, &name, q.version).await?.ok_or_else(|| ApiError::not_found("the pipeline"))?;
+    let versions = state.s.catalog.versions(&t.id, &name).await?;
+    let out = PipelineOut {
+        name: p.name.clone(),
+        version: p.version,
+        description: description_of(&p),
+        triggers: triggers_of(&p),
+        source: p.source.clone(),
+        format: p.format.clone(),
+        origin: p.origin.clone(),
+        created_at: p.created_at.clone(),
+        versions: versions.into_iter().map(|(version, created_at)| VersionOut { version, created_at }).collect(),
+    };
+    Ok(json(StatusCode::OK, json!(out)))
+}
+
+#[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines", params(Page), security(("api_key" = [])),
+    responses((status = 200, body = PipelineList)))]
+pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>, Q(page): Q<Page>) -> ApiResult<Response> {
+    let all = state.s.catalog.pipelines(&t.id).await?;
+    let (items, next) = paginate(all, |p| p.name.as_str(), &page)?;
+    let items: Vec<PipelineSummary> = items
+        .iter()
+        .map(|p| PipelineSummary {
+            name: p.name.clone(),
+            version: p.version,
+            description: description_of(p),
+            triggers: triggers_of(p),
+            origin: p.origin.clone(),
+            created_at: p.created_at.clone(),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, json!(PipelineList { items, next })))
+}
+
+#[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
+    security(("api_key" = [])),
+    responses((status = 204, description = "Deleted; its runs go on with the version they started on"),
+        (status = 404, body = super::ErrorBody)))]
+pub async fn delete(TenantAuth(t): TenantAuth, State(state): State<Shared>, P(name): P<String>) -> ApiResult<StatusCode> {
+    check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
+    if !state.s.catalog.delete_pipeline(&t.id, &name).await? {
+        return Err(ApiError::not_found("the pipeline"));
+    }
+    state.changed(&t.id);
+    Ok(StatusCode::NO_CONTENT)
+}
