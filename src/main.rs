@@ -46,6 +46,8 @@ enum Command {
     },
     /// Run one pipeline once on an embedded, temporary store and print each step's status, attempts and output.
     Run(run::RunArgs),
+    /// The API, inbound webhooks, the scheduler and workers: the multi-tenant service.
+    Serve(serve::ServeArgs),
     /// Step workers only, on a shared Redis, for scale-out.
     Worker(worker::WorkerArgs),
     /// Drive a standard workload through the real engine and report throughput, latency and store commands.
@@ -54,6 +56,7 @@ enum Command {
 
 mod bench;
 mod run;
+mod serve;
 mod worker;
 
 /// Log lines on standard error; `RUST_LOG` picks what is shown, else `default`.
@@ -129,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(&validator, args),
+        Command::Serve(args) => serve::run(validator, args),
         Command::Worker(args) => worker::run(args),
         Command::Bench(args) => bench::run(&validator, args),
         Command::Graph { file, format } => {

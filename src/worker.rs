@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 use clap::Args;
 use sluice_connectors::egress::Egress;
-use sluice_runtime::{executor, Executor, RedisStore, StaticSecrets};
+use sluice_runtime::tenancy::{CatalogEvents, StoreSecrets};
+use sluice_runtime::{executor, Executor, RedisStore};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -46,17 +47,15 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             lease: args.lease,
             egress: if args.allow_private_network { Egress::AllowPrivate } else { Egress::PublicOnly },
         };
-        // Tenants' secrets and event routing come with the server's store; a bare worker renders without them.
+        // Tenants' secrets and event routing live in the shared store, as for `sluice serve`.
+        let key = crate::serve::master_key(None)?;
+        let secrets = Arc::new(StoreSecrets::new(store.clone(), key));
+        let events = CatalogEvents::new(store.clone());
         let ex = Arc::new(
-            Executor::new(
-                store,
-                sluice_connectors::connectors(),
-                Arc::new(StaticSecrets::new(Default::default())),
-                Arc::new(executor::NoOtherPipelines),
-                config,
-            )
-            .map_err(anyhow::Error::msg)?,
+            Executor::new(store, sluice_connectors::connectors(), secrets, events.clone(), config)
+                .map_err(anyhow::Error::msg)?,
         );
+        events.bind(&ex);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(concurrency = args.concurrency, lease_ms = args.lease.as_millis() as u64, "worker started");
         let workers = tokio::spawn(sluice_runtime::worker::run_workers(ex, args.concurrency, stop_rx));

@@ -241,7 +241,8 @@ impl Executor {
             .map(|(_, h)| h.status)
             .filter(|s| s.is_terminal())
             .or(c.finish.as_ref().map(|_| RunStatus::Succeeded));
-        let started_ms = c.run.as_ref().map(|(_, h)| h.started_at_ms).or(c.finish.as_ref().map(|(_, h)| h.started_at_ms));
+        let started_ms =
+            c.run.as_ref().map(|(_, h)| h.started_at_ms).or(c.finish.as_ref().map(|(_, h)| h.started_at_ms));
         let r = self.store.commit(tenant, run, claimed, c).await?;
         if r.stale {
             if let Some(cl) = claimed {

@@ -13,7 +13,11 @@ const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 /// Every metric: name, type, help. A name not listed here is not recorded.
 pub const METRICS: &[(&str, &str, &str)] = &[
     ("sluice_runs_started_total", "counter", "Runs started, by tenant and trigger kind."),
-    ("sluice_runs_finished_total", "counter", "Runs that reached a final status in this process, by tenant and status."),
+    (
+        "sluice_runs_finished_total",
+        "counter",
+        "Runs that reached a final status in this process, by tenant and status.",
+    ),
     ("sluice_run_duration_seconds", "histogram", "From a run's start to its final status, by tenant."),
     ("sluice_steps_total", "counter", "Steps (and for_each items) that finished, by tenant and status."),
     ("sluice_attempts_total", "counter", "Step attempts, by tenant and result (ok or error)."),
@@ -78,10 +82,9 @@ impl Metrics {
     pub fn observe(&self, name: &str, pairs: &[(&str, &str)], seconds: f64) {
         let Some(name) = known(name) else { return };
         if let Ok(mut m) = self.histograms.lock() {
-            let h = m.entry((name, labels(pairs))).or_insert_with(|| Histogram {
-                counts: vec![0; BUCKETS.len()],
-                ..Histogram::default()
-            });
+            let h = m
+                .entry((name, labels(pairs)))
+                .or_insert_with(|| Histogram { counts: vec![0; BUCKETS.len()], ..Histogram::default() });
             for (i, b) in BUCKETS.iter().enumerate() {
                 if seconds <= *b {
                     h.counts[i] += 1;

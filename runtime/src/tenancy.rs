@@ -105,13 +105,13 @@ impl Events for CatalogEvents {
                 Ok(plan) => plan,
                 Err(e) => return Err(format!("pipeline `{}` is stored corrupt: {e}", p.name)),
             };
-            let listens =
-                plan.triggers.iter().any(|t| matches!(t, Trigger::Event(e) if e.event_type == event_type));
+            let listens = plan.triggers.iter().any(|t| matches!(t, Trigger::Event(e) if e.event_type == event_type));
             if !listens {
                 continue;
             }
             let trigger = json!({ "kind": "event", "type": event_type, "id": id, "body": data });
-            let opts = StartOptions { dedup: Some((format!("event:{id}:{}", p.name), EVENT_DEDUP)), max_in_flight: None };
+            let opts =
+                StartOptions { dedup: Some((format!("event:{id}:{}", p.name), EVENT_DEDUP)), max_in_flight: None };
             match ex.start(tenant, &plan, p.version, trigger, &opts).await.map_err(|e| e.to_string())? {
                 Started::New(run) | Started::Duplicate(run) => started.push(run),
                 Started::Full => {}

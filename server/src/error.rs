@@ -57,7 +57,11 @@ impl From<StoreError> for ApiError {
             tracing::warn!("store unavailable: {e}");
             return ApiError {
                 retry_after: Some(Duration::from_secs(1)),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unreachable; try again")
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is unreachable; try again",
+                )
             };
         }
         ApiError::internal(e)
@@ -102,10 +106,14 @@ fn from_json_rejection(r: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {}", inner(&e))),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("the body does not fit: {}", inner(&e)))
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {}", inner(&e)))
         }
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body does not fit: {}", inner(&e)),
+        ),
         JsonRejection::BytesRejection(b) => from_bytes_rejection(b),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
@@ -124,7 +132,11 @@ fn inner(e: &dyn std::error::Error) -> String {
 
 pub fn from_bytes_rejection(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than the limit of {} bytes", crate::BODY_LIMIT));
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than the limit of {} bytes", crate::BODY_LIMIT),
+        );
     }
     ApiError::bad_request("invalid_body", r.body_text())
 }
@@ -160,7 +172,9 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Q(v)),
-            Err(e) => Err(ApiError::bad_request("invalid_query", format!("the query string does not fit: {}", inner(&e)))),
+            Err(e) => {
+                Err(ApiError::bad_request("invalid_query", format!("the query string does not fit: {}", inner(&e))))
+            }
         }
     }
 }

@@ -38,13 +38,17 @@ pub async fn apply(state: &Shared, files: &[FolderFile]) -> Applied {
     let tenants: BTreeSet<&str> = files.iter().map(|f| f.tenant.as_str()).collect();
     for t in &tenants {
         if check_name("tenant", t, false).is_err() {
-            tracing::warn!(folder = t, "skipped: a tenant folder's name must be a valid tenant id (lower-case letters, digits, `-`)");
+            tracing::warn!(
+                folder = t,
+                "skipped: a tenant folder's name must be a valid tenant id (lower-case letters, digits, `-`)"
+            );
             continue;
         }
         match state.s.catalog.tenant(t).await {
             Ok(Some(_)) => {}
             Ok(None) => {
-                let record = Tenant { id: t.to_string(), limits: state.s.default_limits, created_at: crate::api::now_rfc3339() };
+                let record =
+                    Tenant { id: t.to_string(), limits: state.s.default_limits, created_at: crate::api::now_rfc3339() };
                 match state.s.catalog.create_tenant(&record).await {
                     Ok(_) => {
                         state.changed(t);
@@ -73,7 +77,16 @@ pub async fn apply(state: &Shared, files: &[FolderFile]) -> Applied {
                     Some((_, serde_json::Value::Array(diags))) => diags
                         .iter()
                         .filter(|d| d["severity"] == "error")
-                        .map(|d| format!("\n  {}:{}:{}: error[{}]: {}", f.shown, d["line"], d["column"], d["code"].as_str().unwrap_or(""), d["message"].as_str().unwrap_or("")))
+                        .map(|d| {
+                            format!(
+                                "\n  {}:{}:{}: error[{}]: {}",
+                                f.shown,
+                                d["line"],
+                                d["column"],
+                                d["code"].as_str().unwrap_or(""),
+                                d["message"].as_str().unwrap_or("")
+                            )
+                        })
                         .collect::<String>(),
                     _ => String::new(),
                 };

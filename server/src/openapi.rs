@@ -12,7 +12,9 @@ impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let bearer = |desc: &str| {
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(desc.to_string())).build())
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(desc.to_string())).build(),
+            )
         };
         components.add_security_scheme("api_key", bearer("A tenant's API key, `sk_...`"));
         components.add_security_scheme("admin", bearer("The admin token (SLUICE_ADMIN_TOKEN)"));

@@ -8,7 +8,7 @@
 //! catch-up runs. After a pause of the process, likewise only the latest due tick runs.
 
 use crate::{cache, Shared, DEDUP_WINDOW};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike as _, Utc};
 use serde_json::{json, Value};
 use sluice_engine::compile::Plan;
 use sluice_engine::model::Trigger;
@@ -38,8 +38,9 @@ impl Schedule {
         (self.tenant.clone(), self.pipeline.clone(), self.index, self.cron_text.clone(), self.tz.name().to_string())
     }
 
-    /// The first tick strictly after `t`.
+    /// The first tick strictly after `t`, in whole seconds (every server computes the same tick times).
     fn after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let t = t.with_nanosecond(0).unwrap_or(t);
         self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|d| d.with_timezone(&Utc))
     }
 }
@@ -99,15 +100,18 @@ async fn fire(state: &Shared, s: &Schedule, tick: DateTime<Utc>) {
         "kind": "schedule", "body": s.input, "cron": s.cron_text, "timezone": s.tz.name(),
         "scheduled_at": tick.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
-    let key = format!("tick:{}:{}:{}", s.pipeline, s.index, tick.timestamp_millis());
-    let opts = StartOptions {
-        dedup: Some((key, DEDUP_WINDOW)),
-        max_in_flight: Some(tenant.limits.max_runs_in_flight),
-    };
+    let key = format!("tick:{}:{}:{}", s.pipeline, s.index, tick.timestamp());
+    let opts = StartOptions { dedup: Some((key, DEDUP_WINDOW)), max_in_flight: Some(tenant.limits.max_runs_in_flight) };
     match state.s.executor.start(&s.tenant, &s.plan, s.version, trigger, &opts).await {
-        Ok(Started::New(run)) => tracing::info!(tenant = %s.tenant, pipeline = %s.pipeline, run, %tick, "schedule tick started a run"),
-        Ok(Started::Duplicate(run)) => tracing::debug!(tenant = %s.tenant, pipeline = %s.pipeline, run, %tick, "tick started by another server"),
-        Ok(Started::Full) => tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, %tick, "tick skipped: the tenant is at its limit of runs in flight"),
+        Ok(Started::New(run)) => {
+            tracing::info!(tenant = %s.tenant, pipeline = %s.pipeline, run, %tick, "schedule tick started a run")
+        }
+        Ok(Started::Duplicate(run)) => {
+            tracing::debug!(tenant = %s.tenant, pipeline = %s.pipeline, run, %tick, "tick started by another server")
+        }
+        Ok(Started::Full) => {
+            tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, %tick, "tick skipped: the tenant is at its limit of runs in flight")
+        }
         Err(e) => tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, %tick, "tick failed to start: {e}"),
     }
 }

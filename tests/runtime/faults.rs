@@ -27,6 +27,7 @@ fn worker(redis: &RedisServer) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["worker", "--redis", &redis.url, "--lease", "2s", "--concurrency", "4", "--allow-private-network"])
         .env("RUST_LOG", "warn")
+        .env("SLUICE_MASTER_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

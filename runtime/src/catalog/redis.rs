@@ -64,8 +64,7 @@ impl Catalog for RedisStore {
     }
 
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        let doc: Option<String> =
-            self.idempotent(|mut c| async move { c.hget(TENANT_DOCS, id).await }).await?;
+        let doc: Option<String> = self.idempotent(|mut c| async move { c.hget(TENANT_DOCS, id).await }).await?;
         doc.map(|d| parse(&d)).transpose()
     }
 
@@ -89,8 +88,15 @@ impl Catalog for RedisStore {
         let pattern = format!("{}:*", k.base());
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await.map_err(err)?;
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
             if !batch.is_empty() {
                 let _: () = c.del(batch).await.map_err(err)?;
             }
@@ -121,11 +127,12 @@ impl Catalog for RedisStore {
 
     async fn keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
         let k = Keys::new(tenant);
-        let all: Vec<(String, String)> = self.idempotent(|mut c| {
-            let key = k.keys();
-            async move { c.hgetall(key).await }
-        })
-        .await?;
+        let all: Vec<(String, String)> = self
+            .idempotent(|mut c| {
+                let key = k.keys();
+                async move { c.hgetall(key).await }
+            })
+            .await?;
         let mut out = all.iter().map(|(_, d)| parse(d)).collect::<Result<Vec<ApiKey>>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -203,8 +210,10 @@ impl Catalog for RedisStore {
             return Ok(Vec::new());
         }
         let all: Vec<(String, String)> = c.hgetall(k.versions(name)).await.map_err(err)?;
-        let mut out =
-            all.iter().map(|(f, d)| version_doc(f, d).map(|p| (p.version, p.created_at))).collect::<Result<Vec<_>>>()?;
+        let mut out = all
+            .iter()
+            .map(|(f, d)| version_doc(f, d).map(|p| (p.version, p.created_at)))
+            .collect::<Result<Vec<_>>>()?;
         out.sort();
         Ok(out)
     }

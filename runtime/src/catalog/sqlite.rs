@@ -58,7 +58,8 @@ impl Catalog for SqliteStore {
         let (id, doc) = (t.id.clone(), json(t)?);
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-            let n = tx.execute("INSERT OR IGNORE INTO tenants (id, doc) VALUES (?1, ?2)", params![id, doc]).map_err(err)?;
+            let n =
+                tx.execute("INSERT OR IGNORE INTO tenants (id, doc) VALUES (?1, ?2)", params![id, doc]).map_err(err)?;
             bump(&tx)?;
             tx.commit().map_err(err)?;
             Ok(n == 1)
@@ -256,7 +257,10 @@ impl Catalog for SqliteStore {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
             // The head stays (not live) so numbering continues; the versions go.
             let n = tx
-                .execute("UPDATE pipelines SET live = 0 WHERE tenant = ?1 AND name = ?2 AND live = 1", params![tenant, name])
+                .execute(
+                    "UPDATE pipelines SET live = 0 WHERE tenant = ?1 AND name = ?2 AND live = 1",
+                    params![tenant, name],
+                )
                 .map_err(err)?;
             tx.execute("DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2", params![tenant, name])
                 .map_err(err)?;
@@ -299,8 +303,9 @@ impl Catalog for SqliteStore {
         let (tenant, name) = (tenant.to_string(), name.to_string());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-            let n =
-                tx.execute("DELETE FROM secrets WHERE tenant = ?1 AND name = ?2", params![tenant, name]).map_err(err)?;
+            let n = tx
+                .execute("DELETE FROM secrets WHERE tenant = ?1 AND name = ?2", params![tenant, name])
+                .map_err(err)?;
             bump(&tx)?;
             tx.commit().map_err(err)?;
             Ok(n > 0)

@@ -7,7 +7,9 @@
 //! message instead of polling. Connection errors are returned, and the caller retries; nothing panics.
 
 use super::{now_ms, Result, Store, StoreError};
-use crate::model::{Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState, TaskRef};
+use crate::model::{
+    Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState, TaskRef,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
@@ -244,7 +246,12 @@ impl Store for RedisStore {
         let (code, first): (i64, String) = self
             .idempotent(|mut c| {
                 let mut inv = self.create.prepare_invoke();
-                inv.key(k.ready()).key(k.run(id)).key(k.run_part(id, "enq")).key(k.runs()).key(k.live()).key(&dedup_key);
+                inv.key(k.ready())
+                    .key(k.run(id))
+                    .key(k.run_part(id, "enq"))
+                    .key(k.runs())
+                    .key(k.live())
+                    .key(&dedup_key);
                 inv.arg(run.header.status.as_str()).arg(&header).arg(&plan).arg(&run.header.pipeline).arg(id);
                 inv.arg(ttl).arg(run.max_in_flight.unwrap_or(0)).arg(k.run_prefix()).arg(&oldest);
                 for t in &ready {

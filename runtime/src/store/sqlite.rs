@@ -4,7 +4,9 @@
 //! a `served` counter; leases are timestamps, so a task whose worker died is claimed again when its lease ends.
 
 use super::{now_ms, Result, Store, StoreError};
-use crate::model::{Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState, TaskRef};
+use crate::model::{
+    Claimed, Commit, CommitResult, Created, DeadLetter, NewRun, RunHeader, RunQuery, StepState, TaskRef,
+};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -41,10 +43,8 @@ CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_ms);
 ";
 
 /// Schema changes after the first release, in order; `PRAGMA user_version` counts the ones applied.
-const MIGRATIONS: &[&str] = &[
-    "ALTER TABLE runs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
-     CREATE INDEX IF NOT EXISTS runs_live ON runs (tenant, status);",
-];
+const MIGRATIONS: &[&str] = &["ALTER TABLE runs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
+     CREATE INDEX IF NOT EXISTS runs_live ON runs (tenant, status);"];
 
 /// SQL statements run by every embedded store of this process (for `sluice bench`).
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);

@@ -2,7 +2,7 @@
 
 use super::{check_name, now_rfc3339, paginate, Page};
 use crate::auth::{new_key, AdminAuth};
-use crate::error::{ApiError, ApiResult, Body, Q, P};
+use crate::error::{ApiError, ApiResult, Body, P, Q};
 use crate::{json, Shared};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -202,7 +202,11 @@ pub async fn keys(_: AdminAuth, State(state): State<Shared>, P(id): P<String>) -
 #[utoipa::path(delete, path = "/v1/admin/tenants/{id}/keys/{key_id}", tag = "admin",
     params(("id" = String, Path), ("key_id" = String, Path)), security(("admin" = [])),
     responses((status = 204, description = "Revoked: the key stops working on every server"), (status = 404, body = super::ErrorBody)))]
-pub async fn revoke_key(_: AdminAuth, State(state): State<Shared>, P((id, key_id)): P<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn revoke_key(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    P((id, key_id)): P<(String, String)>,
+) -> ApiResult<StatusCode> {
     check_name("tenant", &id, false).map_err(|_| ApiError::not_found("the tenant"))?;
     if !state.s.catalog.revoke_key(&id, &key_id).await? {
         return Err(ApiError::not_found("the key"));

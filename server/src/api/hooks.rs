@@ -24,7 +24,13 @@ fn no_hook() -> ApiError {
 }
 
 /// The verification secrets: the rendered `secret`, split on whitespace or commas (several while rotating).
-async fn secrets_of(state: &Shared, secrets: &StoreSecrets, tenant: &str, vars: &Value, template: &str) -> ApiResult<Vec<String>> {
+async fn secrets_of(
+    state: &Shared,
+    secrets: &StoreSecrets,
+    tenant: &str,
+    vars: &Value,
+    template: &str,
+) -> ApiResult<Vec<String>> {
     let values = secrets.for_tenant(tenant).await?;
     let scope = Scope::new(json!({ "secrets": *values, "vars": vars }));
     let amb = Ambient { now: chrono::Utc::now(), seed: 0 };
@@ -41,7 +47,9 @@ async fn secrets_of(state: &Shared, secrets: &StoreSecrets, tenant: &str, vars: 
         text.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()).map(str::to_string).collect();
     if list.is_empty() {
         tracing::error!(tenant, "the webhook's verification secret renders empty: set the secret it names");
-        return Err(ApiError::unauthorized("this webhook cannot verify requests now (its secret is not set); nothing was started"));
+        return Err(ApiError::unauthorized(
+            "this webhook cannot verify requests now (its secret is not set); nothing was started",
+        ));
     }
     Ok(list)
 }
@@ -127,8 +135,9 @@ async fn receive_inner(
     let value: Value = if body.is_empty() {
         Value::Null
     } else if is_json {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON ({e}); nothing was started")))?
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON ({e}); nothing was started"))
+        })?
     } else {
         match serde_json::from_slice(body) {
             Ok(v) => v,

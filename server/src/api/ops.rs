@@ -18,9 +18,11 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.s.catalog.generation()).await {
         Ok(Ok(_)) => json(StatusCode::OK, json!({ "status": "ready", "store": state.s.store.name() })),
         Ok(Err(e)) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("the store does not answer: {e}")).into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("the store does not answer: {e}"))
+                .into_response()
         }
-        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the store does not answer within 2s").into_response(),
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the store does not answer within 2s")
+            .into_response(),
     }
 }
 
@@ -45,5 +47,9 @@ pub async fn no_route() -> ApiError {
 }
 
 pub async fn no_method() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method; see /openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
+    )
 }

@@ -3,7 +3,7 @@
 
 use super::{check_name, now_rfc3339, paginate, Page};
 use crate::auth::TenantAuth;
-use crate::error::{ApiError, ApiResult, Raw, Q, P};
+use crate::error::{ApiError, ApiResult, Raw, P, Q};
 use crate::{cache, json, Shared};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -84,7 +84,14 @@ fn digest(src: &str) -> String {
 
 /// Validates and stores a pipeline of `tenant` named `name` (from `src`, `yaml` or `json`): 422 with the
 /// diagnostics when invalid, 409 when its webhook path is another pipeline's.
-pub async fn store(state: &Shared, tenant: &str, name: &str, src: &str, format: &str, origin: &str) -> ApiResult<PutResult> {
+pub async fn store(
+    state: &Shared,
+    tenant: &str,
+    name: &str,
+    src: &str,
+    format: &str,
+    origin: &str,
+) -> ApiResult<PutResult> {
     let file = format!("{name}.{}", if format == "json" { "json" } else { "yaml" });
     let validator = state.s.validator.clone();
     let (file2, src2) = (file.clone(), src.to_string());
@@ -173,7 +180,8 @@ pub async fn put(
 ) -> ApiResult<Response> {
     check_name("pipeline", &name, false)?;
     let format = format_of(&headers)?;
-    let src = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_body", "the pipeline is not UTF-8 text"))?;
+    let src = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_body", "the pipeline is not UTF-8 text"))?;
     let r = store(&state, &t.id, &name, src, format, "api").await?;
     let status = if r.changed && r.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, json!(r)))
@@ -197,7 +205,8 @@ pub async fn get(
     Q(q): Q<VersionQuery>,
 ) -> ApiResult<Response> {
     check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
-    let p = state.s.catalog.pipeline(&t.id, &name, q.version).await?.ok_or_else(|| ApiError::not_found("the pipeline"))?;
+    let p =
+        state.s.catalog.pipeline(&t.id, &name, q.version).await?.ok_or_else(|| ApiError::not_found("the pipeline"))?;
     let versions = state.s.catalog.versions(&t.id, &name).await?;
     let out = PipelineOut {
         name: p.name.clone(),
@@ -236,7 +245,11 @@ pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>, Q(page
     security(("api_key" = [])),
     responses((status = 204, description = "Deleted; its runs go on with the version they started on"),
         (status = 404, body = super::ErrorBody)))]
-pub async fn delete(TenantAuth(t): TenantAuth, State(state): State<Shared>, P(name): P<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    TenantAuth(t): TenantAuth,
+    State(state): State<Shared>,
+    P(name): P<String>,
+) -> ApiResult<StatusCode> {
     check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
     if !state.s.catalog.delete_pipeline(&t.id, &name).await? {
         return Err(ApiError::not_found("the pipeline"));

@@ -3,7 +3,7 @@
 use super::{check_id, check_name, paginate, Page};
 use crate::auth::TenantAuth;
 use crate::cache::Loaded;
-use crate::error::{ApiError, ApiResult, Raw, Q, P};
+use crate::error::{ApiError, ApiResult, Raw, P, Q};
 use crate::{cache, json, Shared, DEDUP_WINDOW};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -35,10 +35,8 @@ pub async fn start_run(
     trigger: Value,
     dedup: Option<String>,
 ) -> ApiResult<Response> {
-    let opts = StartOptions {
-        dedup: dedup.map(|k| (k, DEDUP_WINDOW)),
-        max_in_flight: Some(tenant.limits.max_runs_in_flight),
-    };
+    let opts =
+        StartOptions { dedup: dedup.map(|k| (k, DEDUP_WINDOW)), max_in_flight: Some(tenant.limits.max_runs_in_flight) };
     match state.s.executor.start(&tenant.id, &pipeline.plan, pipeline.version, trigger, &opts).await? {
         Started::New(id) => Ok(json(StatusCode::ACCEPTED, json!(RunStarted { run_id: id, duplicate: None }))),
         Started::Duplicate(id) => Ok(json(StatusCode::OK, json!(RunStarted { run_id: id, duplicate: Some(true) }))),
@@ -151,7 +149,8 @@ pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>, Q(f): 
         check_name("pipeline", p, false)?;
     }
     if let Some(c) = &f.cursor {
-        check_id(c, "run_", "the cursor").map_err(|_| ApiError::bad_request("invalid_query", "`cursor` is not a run id"))?;
+        check_id(c, "run_", "the cursor")
+            .map_err(|_| ApiError::bad_request("invalid_query", "`cursor` is not a run id"))?;
     }
     let q = RunQuery {
         pipeline: f.pipeline.clone(),
@@ -279,8 +278,14 @@ pub async fn dead_letters(
     State(state): State<Shared>,
     Q(f): Q<DeadLetterFilter>,
 ) -> ApiResult<Response> {
-    let all: Vec<_> =
-        state.s.store.dead_letters(&t.id).await?.into_iter().filter(|d| f.run.as_ref().is_none_or(|r| *r == d.run_id)).collect();
+    let all: Vec<_> = state
+        .s
+        .store
+        .dead_letters(&t.id)
+        .await?
+        .into_iter()
+        .filter(|d| f.run.as_ref().is_none_or(|r| *r == d.run_id))
+        .collect();
     let (page, next) = paginate(all, |d| d.id.as_str(), &Page { cursor: f.cursor.clone(), limit: f.limit })?;
     let items = page
         .into_iter()

@@ -76,7 +76,11 @@ pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>) -> Api
 
 #[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Deleted"), (status = 404, body = super::ErrorBody)))]
-pub async fn delete(TenantAuth(t): TenantAuth, State(state): State<Shared>, P(name): P<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    TenantAuth(t): TenantAuth,
+    State(state): State<Shared>,
+    P(name): P<String>,
+) -> ApiResult<StatusCode> {
     check_name("secret", &name, true).map_err(|_| ApiError::not_found("the secret"))?;
     if !state.s.catalog.delete_secret(&t.id, &name).await? {
         return Err(ApiError::not_found("the secret"));
