@@ -126,16 +126,15 @@ fn read_folder(dir: &Path) -> anyhow::Result<(Vec<FolderFile>, u64)> {
             };
             let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
             let shown = path.display().to_string();
-            let text = match crate::read_one(&path)? {
-                crate::Source::Text(_, text) => text,
-                crate::Source::Unreadable(d) => {
-                    tracing::error!(file = %shown, "pipeline not loaded: {}", d.message);
-                    continue;
-                }
+            let (text, unreadable) = match crate::read_one(&path)? {
+                crate::Source::Text(_, text) => (text, None),
+                crate::Source::Unreadable(d) => (String::new(), Some(d.message)),
             };
             shown.hash(&mut h);
             text.hash(&mut h);
-            files.push(FolderFile { tenant: tenant.clone(), name, format: format.to_string(), text, shown });
+            unreadable.hash(&mut h);
+            let format = format.to_string();
+            files.push(FolderFile { tenant: tenant.clone(), name, format, text, shown, unreadable });
         }
     }
     Ok((files, h.finish()))
@@ -149,6 +148,12 @@ pub fn run(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if !(0.1..=100_000.0).contains(&args.default_rps) {
+        anyhow::bail!("--default-rps must be from 0.1 to 100000");
+    }
+    if !(1..=1_000_000).contains(&args.default_burst) || !(1..=1_000_000).contains(&args.default_max_runs) {
+        anyhow::bail!("--default-burst and --default-max-runs must be from 1 to 1000000");
+    }
     let admin_token = std::env::var("SLUICE_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
     let (store, catalog, key): (Arc<dyn Store>, Arc<dyn Catalog>, MasterKey) = match &args.redis {
         Some(url) => {
@@ -198,6 +203,7 @@ async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode
             burst: args.default_burst,
             max_runs_in_flight: args.default_max_runs,
         },
+        metrics_token: std::env::var("SLUICE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
     });
     if admin_token.is_none() {
         tracing::warn!("SLUICE_ADMIN_TOKEN is not set: the admin API (tenants and keys) is off");
@@ -205,8 +211,10 @@ async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(dir) = args.pipelines.clone() {
-        let (files, mut seen) = read_folder(&dir)?;
+        let (files, fingerprint) = read_folder(&dir)?;
         let applied = sluice_server::gitops::apply(&state, &files).await;
+        // Applied again on the next look when the store failed part of it.
+        let mut seen = if applied.failed == 0 { fingerprint } else { fingerprint.wrapping_add(1) };
         tracing::info!(folder = %dir.display(), stored = applied.stored, unchanged = applied.unchanged, invalid = applied.invalid, deleted = applied.deleted, "pipelines folder loaded");
         let (state, mut stop) = (state.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -222,8 +230,8 @@ async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode
                 .await;
                 match read {
                     Ok(Ok((files, fp))) if fp != seen => {
-                        seen = fp;
                         let a = sluice_server::gitops::apply(&state, &files).await;
+                        seen = if a.failed == 0 { fp } else { fp.wrapping_add(1) };
                         tracing::info!(
                             stored = a.stored,
                             invalid = a.invalid,

@@ -99,6 +99,9 @@ impl Events for CatalogEvents {
     async fn emit(&self, tenant: &str, event_type: &str, id: &str, data: &Value) -> Result<Vec<String>, String> {
         let ex = self.executor.get().and_then(Weak::upgrade).ok_or("the server is shutting down")?;
         let pipelines = self.catalog.pipelines(tenant).await.map_err(|e| e.to_string())?;
+        // Runs an event starts count against the tenant's runs in flight like any other.
+        let max_in_flight =
+            self.catalog.tenant(tenant).await.map_err(|e| e.to_string())?.map(|t| t.limits.max_runs_in_flight);
         let mut started = Vec::new();
         for p in pipelines {
             let plan: Plan = match serde_json::from_value(p.plan.clone()) {
@@ -110,11 +113,17 @@ impl Events for CatalogEvents {
                 continue;
             }
             let trigger = json!({ "kind": "event", "type": event_type, "id": id, "body": data });
-            let opts =
-                StartOptions { dedup: Some((format!("event:{id}:{}", p.name), EVENT_DEDUP)), max_in_flight: None };
+            let opts = StartOptions { dedup: Some((format!("event:{id}:{}", p.name), EVENT_DEDUP)), max_in_flight };
             match ex.start(tenant, &plan, p.version, trigger, &opts).await.map_err(|e| e.to_string())? {
                 Started::New(run) | Started::Duplicate(run) => started.push(run),
-                Started::Full => {}
+                // The emit step fails and is retried by its policy; runs it started already are not started
+                // twice (their de-duplication keys hold).
+                Started::Full => {
+                    return Err(format!(
+                        "the tenant is at its limit of runs in flight; `{}` was not started yet",
+                        p.name
+                    ))
+                }
             }
         }
         Ok(started)

@@ -64,16 +64,18 @@ impl FromRequestParts<Shared> for TenantAuth {
         }
         let owner = cache::key_owner(state, &key_hash(key)).await?.ok_or_else(wrong)?;
         let tenant = cache::tenant(state, &owner).await?.ok_or_else(wrong)?;
-        limit_requests(state, &tenant).await?;
+        limit_requests(state, &tenant, "api").await?;
         Ok(TenantAuth(tenant))
     }
 }
 
-/// Refuses a request over the tenant's request rate (shared by every server on the store).
-pub async fn limit_requests(state: &Shared, tenant: &Tenant) -> Result<(), ApiError> {
+/// Refuses a request over the tenant's request rate (shared by every server on the store). `bucket` is
+/// `api` for API keys' requests, `webhooks` for inbound webhooks: each has the tenant's rate, so unsigned
+/// traffic at a webhook address cannot lock the tenant out of its API.
+pub async fn limit_requests(state: &Shared, tenant: &Tenant, bucket: &'static str) -> Result<(), ApiError> {
     let l = tenant.limits;
-    if let Some(wait) = state.s.store.rate_limit(&tenant.id, "requests", l.requests_per_second, l.burst).await? {
-        state.s.metrics.inc("sluice_rate_limited_total", &[("tenant", &tenant.id), ("limit", "requests")]);
+    if let Some(wait) = state.s.store.rate_limit(&tenant.id, bucket, l.requests_per_second, l.burst).await? {
+        state.s.metrics.inc("sluice_rate_limited_total", &[("tenant", &tenant.id), ("limit", bucket)]);
         return Err(ApiError::too_many(
             "rate_limited",
             format!(

@@ -10,13 +10,16 @@ use sluice_runtime::StoreError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the catalog's generation is read: a change made through another server applies here within it.
 pub const POLL: Duration = Duration::from_millis(500);
 
 /// Entries kept at most per map; past it the map starts over (a flood of wrong keys cannot grow it).
 const MAX_ENTRIES: usize = 10_000;
+
+/// The oldest an entry may be: a backstop for a change whose generation bump was lost.
+pub const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// A pipeline's latest version, compiled.
 #[derive(Debug)]
@@ -33,21 +36,24 @@ pub struct TenantPipelines {
     pub hooks: HashMap<String, String>,
 }
 
+/// Entries by key, each with when it was read.
+type Timed<V> = Mutex<HashMap<String, (Instant, V)>>;
+
 #[derive(Default)]
 pub struct Cache {
     generation: AtomicU64,
     /// Counts clears: a read that started before a clear must not store what it read.
     epoch: AtomicU64,
-    owners: Mutex<HashMap<String, Option<String>>>,
-    tenants: Mutex<HashMap<String, Option<Arc<Tenant>>>>,
-    pipelines: Mutex<HashMap<String, Arc<TenantPipelines>>>,
+    owners: Timed<Option<String>>,
+    tenants: Timed<Option<Arc<Tenant>>>,
+    pipelines: Timed<Arc<TenantPipelines>>,
 }
 
-fn get<K: std::hash::Hash + Eq, V: Clone>(m: &Mutex<HashMap<K, V>>, k: &K) -> Option<V> {
-    m.lock().ok().and_then(|m| m.get(k).cloned())
+fn get<V: Clone>(m: &Timed<V>, k: &str) -> Option<V> {
+    m.lock().ok().and_then(|m| m.get(k).filter(|(at, _)| at.elapsed() < MAX_AGE).map(|(_, v)| v.clone()))
 }
 
-fn put<V>(cache: &Cache, epoch: u64, m: &Mutex<HashMap<String, V>>, k: &str, v: V) {
+fn put<V>(cache: &Cache, epoch: u64, m: &Timed<V>, k: &str, v: V) {
     if let Ok(mut m) = m.lock() {
         if cache.epoch.load(Ordering::SeqCst) != epoch {
             return;
@@ -55,7 +61,7 @@ fn put<V>(cache: &Cache, epoch: u64, m: &Mutex<HashMap<String, V>>, k: &str, v: 
         if m.len() >= MAX_ENTRIES {
             m.clear();
         }
-        m.insert(k.to_string(), v);
+        m.insert(k.to_string(), (Instant::now(), v));
     }
 }
 
@@ -87,7 +93,7 @@ impl Cache {
 
 /// The tenant owning an API key (by its hash).
 pub async fn key_owner(state: &Shared, hash: &str) -> Result<Option<String>, StoreError> {
-    if let Some(v) = get(&state.cache.owners, &hash.to_string()) {
+    if let Some(v) = get(&state.cache.owners, hash) {
         return Ok(v);
     }
     let epoch = state.cache.epoch.load(Ordering::SeqCst);
@@ -97,7 +103,7 @@ pub async fn key_owner(state: &Shared, hash: &str) -> Result<Option<String>, Sto
 }
 
 pub async fn tenant(state: &Shared, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-    if let Some(v) = get(&state.cache.tenants, &id.to_string()) {
+    if let Some(v) = get(&state.cache.tenants, id) {
         return Ok(v);
     }
     let epoch = state.cache.epoch.load(Ordering::SeqCst);
@@ -107,7 +113,7 @@ pub async fn tenant(state: &Shared, id: &str) -> Result<Option<Arc<Tenant>>, Sto
 }
 
 pub async fn pipelines(state: &Shared, tenant: &str) -> Result<Arc<TenantPipelines>, StoreError> {
-    if let Some(v) = get(&state.cache.pipelines, &tenant.to_string()) {
+    if let Some(v) = get(&state.cache.pipelines, tenant) {
         return Ok(v);
     }
     let epoch = state.cache.epoch.load(Ordering::SeqCst);

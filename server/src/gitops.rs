@@ -20,6 +20,9 @@ pub struct FolderFile {
     pub text: String,
     /// The path as shown in logs.
     pub shown: String,
+    /// Why the file could not be read as text (too large, not UTF-8): it counts as invalid, so the version
+    /// before it stays.
+    pub unreadable: Option<String>,
 }
 
 /// What applying the folder did.
@@ -29,6 +32,8 @@ pub struct Applied {
     pub unchanged: usize,
     pub invalid: usize,
     pub deleted: usize,
+    /// Store errors: the folder is applied again on the next look even if it did not change.
+    pub failed: usize,
 }
 
 /// Makes the folder's pipelines the store's pipelines of origin `folder`.
@@ -65,12 +70,21 @@ pub async fn apply(state: &Shared, files: &[FolderFile]) -> Applied {
             continue;
         }
         present.insert((f.tenant.clone(), f.name.clone()));
+        if let Some(why) = &f.unreadable {
+            out.invalid += 1;
+            tracing::error!(file = %f.shown, "pipeline not loaded (the version before it stays): {why}");
+            continue;
+        }
         match pipelines::store(state, &f.tenant, &f.name, &f.text, &f.format, "folder").await {
             Ok(r) if r.changed => {
                 out.stored += 1;
                 tracing::info!(file = %f.shown, version = r.version, "pipeline loaded");
             }
             Ok(_) => out.unchanged += 1,
+            Err(e) if e.status.is_server_error() => {
+                out.failed += 1;
+                tracing::error!(file = %f.shown, "pipeline not loaded, trying again: {}", e.message);
+            }
             Err(e) => {
                 out.invalid += 1;
                 let details = match e.extra.as_deref() {
@@ -94,7 +108,11 @@ pub async fn apply(state: &Shared, files: &[FolderFile]) -> Applied {
             }
         }
     }
-    // Pipelines that came from the folder and whose file is gone.
+    // Pipelines that came from the folder and whose file is gone (only when the rest went through, so a
+    // store that fails half-way deletes nothing).
+    if out.failed > 0 {
+        return out;
+    }
     if let Ok(all) = state.s.catalog.tenants().await {
         for t in all {
             let Ok(list) = state.s.catalog.pipelines(&t.id).await else { continue };

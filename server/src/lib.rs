@@ -44,6 +44,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Limits of tenants created without their own.
     pub default_limits: Limits,
+    /// `SLUICE_METRICS_TOKEN`: when set, `/metrics` wants it as a bearer token (it names every tenant).
+    pub metrics_token: Option<String>,
 }
 
 /// The state every handler reads.

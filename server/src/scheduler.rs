@@ -12,7 +12,7 @@ use chrono::{DateTime, Timelike as _, Utc};
 use serde_json::{json, Value};
 use sluice_engine::compile::Plan;
 use sluice_engine::model::Trigger;
-use sluice_runtime::{StartOptions, Started};
+use sluice_runtime::{StartOptions, Started, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,24 +45,13 @@ impl Schedule {
     }
 }
 
-async fn load(state: &Shared, previous: &[Schedule], now: DateTime<Utc>) -> Vec<Schedule> {
+/// Every schedule of every tenant; an error when any tenant's pipelines could not be read (the caller keeps
+/// the schedules it had and tries again).
+async fn load(state: &Shared, previous: &[Schedule], now: DateTime<Utc>) -> Result<Vec<Schedule>, StoreError> {
     let kept: HashMap<_, _> = previous.iter().map(|s| (s.key(), s.next)).collect();
     let mut out = Vec::new();
-    let tenants = match state.s.catalog.tenants().await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!("scheduler: cannot read tenants: {e}");
-            return Vec::new();
-        }
-    };
-    for t in tenants {
-        let pipelines = match cache::pipelines(state, &t.id).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(tenant = %t.id, "scheduler: cannot read pipelines: {e}");
-                continue;
-            }
-        };
+    for t in state.s.catalog.tenants().await? {
+        let pipelines = cache::pipelines(state, &t.id).await?;
         for (name, p) in &pipelines.by_name {
             for (index, trig) in p.plan.triggers.iter().enumerate() {
                 let Trigger::Schedule(s) = trig else { continue };
@@ -88,13 +77,15 @@ async fn load(state: &Shared, previous: &[Schedule], now: DateTime<Utc>) -> Vec<
             }
         }
     }
-    out
+    Ok(out)
 }
 
-async fn fire(state: &Shared, s: &Schedule, tick: DateTime<Utc>) {
+/// Starts the run of a tick; `false` when the store failed (the tick is tried again while within GRACE).
+async fn fire(state: &Shared, s: &Schedule, tick: DateTime<Utc>) -> bool {
     let tenant = match cache::tenant(state, &s.tenant).await {
         Ok(Some(t)) => t,
-        _ => return,
+        Ok(None) => return true,
+        Err(_) => return false,
     };
     let trigger = json!({
         "kind": "schedule", "body": s.input, "cron": s.cron_text, "timezone": s.tz.name(),
@@ -112,8 +103,12 @@ async fn fire(state: &Shared, s: &Schedule, tick: DateTime<Utc>) {
         Ok(Started::Full) => {
             tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, %tick, "tick skipped: the tenant is at its limit of runs in flight")
         }
-        Err(e) => tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, %tick, "tick failed to start: {e}"),
+        Err(e) => {
+            tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, %tick, "tick failed to start, trying again: {e}");
+            return false;
+        }
     }
+    true
 }
 
 /// Runs the schedules of every tenant until `stop` is set.
@@ -125,9 +120,14 @@ pub async fn run(state: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
         match state.s.catalog.generation().await {
             Ok(g) if loaded != Some(g) => {
                 state.cache.observe_generation(g);
-                schedules = load(&state, &schedules, now).await;
-                loaded = Some(g);
-                tracing::debug!(schedules = schedules.len(), "scheduler: schedules loaded");
+                match load(&state, &schedules, now).await {
+                    Ok(s) => {
+                        schedules = s;
+                        loaded = Some(g);
+                        tracing::debug!(schedules = schedules.len(), "scheduler: schedules loaded");
+                    }
+                    Err(e) => tracing::warn!("scheduler: cannot read the schedules, trying again: {e}"),
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::debug!("scheduler: cannot read the catalog: {e}"),
@@ -150,9 +150,9 @@ pub async fn run(state: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
             if missed > 0 {
                 tracing::info!(tenant = %s.tenant, pipeline = %s.pipeline, missed, "scheduler: skipped missed ticks");
             }
-            if (now - tick).to_std().unwrap_or_default() <= GRACE {
-                let s: &Schedule = s;
-                fire(&state, s, tick).await;
+            if (now - tick).to_std().unwrap_or_default() <= GRACE && !fire(&state, s, tick).await {
+                // The store failed: this tick again on the next round (its de-duplication key keeps it one run).
+                s.next = Some(tick);
             }
         }
         let until_next = schedules
@@ -162,7 +162,7 @@ pub async fn run(state: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
             .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
             .unwrap_or(Duration::from_secs(1));
         tokio::select! {
-            _ = tokio::time::sleep(until_next.min(Duration::from_secs(1))) => {}
+            _ = tokio::time::sleep(until_next.clamp(Duration::from_millis(20), Duration::from_secs(1))) => {}
             _ = stop.changed() => return,
         }
     }

@@ -137,6 +137,9 @@ async fn pipelines_keep_versions_and_runs_keep_theirs(backing: Arc<Backing>) {
     let next = first["next"].as_str().expect("a next page");
     let rest = api.get(&format!("/v1/pipelines?limit=10&cursor={next}")).await;
     assert_eq!(rest.expect(200)["items"][0]["name"], "slow");
+    // A cursor whose item went (deleted meanwhile) still pages on by order.
+    let gone = api.get("/v1/pipelines?cursor=from-jsoo").await;
+    assert_eq!(gone.expect(200)["items"][0]["name"], "slow");
     // Deleted: gone, and a PUT afterwards continues the numbering.
     api.delete("/v1/pipelines/slow").await.expect(204);
     api.get("/v1/pipelines/slow").await.expect_error(404, "not_found");

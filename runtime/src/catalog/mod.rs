@@ -71,6 +71,24 @@ pub enum Put {
     Created(u32),
     /// The text equals the latest version's: nothing changed.
     Unchanged(u32),
+    /// `(path, pipeline)`: a webhook path of this pipeline belongs to another pipeline of the tenant; nothing
+    /// changed.
+    PathTaken(String, String),
+}
+
+/// Versions kept per pipeline; older ones are deleted (runs keep their own copy of the plan).
+pub const VERSIONS_KEPT: u32 = 100;
+
+impl PipelineVersion {
+    /// The webhook paths of this version's triggers.
+    pub fn webhook_paths(&self) -> Vec<String> {
+        let triggers = self.plan.get("triggers").and_then(serde_json::Value::as_array);
+        triggers
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.get("webhook")?.get("path")?.as_str().map(str::to_string))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -89,8 +107,9 @@ pub trait Catalog: Send + Sync + 'static {
     async fn keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
     async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool>;
 
-    /// Stores a new version of a pipeline, unless its text equals the latest version's. Versions only grow:
-    /// a pipeline deleted and put again continues its numbering.
+    /// Stores a new version of a pipeline, unless its text equals the latest version's or one of its webhook
+    /// paths is another pipeline's (checked in the same atomic step). Versions only grow: a pipeline deleted
+    /// and put again continues its numbering; the last [`VERSIONS_KEPT`] are kept.
     async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put>;
     /// A version of a pipeline (the latest when `None`); a deleted pipeline has none.
     async fn pipeline(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<Option<PipelineVersion>>;

@@ -3,13 +3,13 @@
 //! operations and lookups only.
 
 use super::{ApiKey, Catalog, PipelineVersion, Put, Tenant};
-use crate::store::redis::{err, parse, Keys, RedisStore, ACTIVE, TENANTS};
+use crate::store::redis::{err, parse, Keys, RedisStore, ACTIVE, DUE, TENANTS};
 use crate::store::{Result, StoreError};
 use async_trait::async_trait;
 use redis::{AsyncCommands, Script};
 use std::sync::LazyLock;
 
-const TENANT_DOCS: &str = "sl:{g}:tenant-docs";
+pub(crate) const TENANT_DOCS: &str = "sl:{g}:tenant-docs";
 const KEY_INDEX: &str = "sl:{g}:apikeys";
 const GENERATION: &str = "sl:{g}:catalog-gen";
 
@@ -34,6 +34,9 @@ impl Keys {
     }
     fn latest_hash(&self, name: &str) -> String {
         format!("{}:plh:{name}", self.base())
+    }
+    fn hook_paths(&self) -> String {
+        format!("{}:hookpaths", self.base())
     }
     fn secrets(&self) -> String {
         format!("{}:secrets", self.base())
@@ -107,6 +110,7 @@ impl Catalog for RedisStore {
         }
         let _: () = c.zrem(ACTIVE, id).await.map_err(err)?;
         let _: () = c.srem(TENANTS, id).await.map_err(err)?;
+        let _: () = c.hdel(DUE, id).await.map_err(err)?;
         self.bump().await?;
         Ok(removed == 1)
     }
@@ -142,7 +146,11 @@ impl Catalog for RedisStore {
         let k = Keys::new(tenant);
         let mut c = self.conn.clone();
         let doc: Option<String> = c.hget(k.keys(), key_id).await.map_err(err)?;
-        let Some(doc) = doc else { return Ok(false) };
+        let Some(doc) = doc else {
+            // Gone already; bump anyway, in case the bump of the revocation that removed it failed.
+            self.bump().await?;
+            return Ok(false);
+        };
         let key: ApiKey = parse(&doc)?;
         let _: () = c.hdel(KEY_INDEX, &key.hash).await.map_err(err)?;
         let _: () = c.hdel(k.keys(), key_id).await.map_err(err)?;
@@ -154,19 +162,33 @@ impl Catalog for RedisStore {
         let k = Keys::new(tenant);
         let doc = json(&PipelineVersion { version: 0, ..p.clone() })?;
         let mark = format!("{}\t{}", p.hash, p.origin);
-        let (stored, version): (i64, u32) = self
+        let paths = p.webhook_paths();
+        let out: Vec<redis::Value> = self
             .idempotent(|mut c| {
                 let mut inv = PUT_PIPELINE.prepare_invoke();
                 inv.key(k.heads()).key(k.counters()).key(k.versions(&p.name)).key(k.latest_hash(&p.name));
-                inv.arg(&p.name).arg(&mark).arg(&doc);
+                inv.key(k.hook_paths());
+                inv.arg(&p.name).arg(&mark).arg(&doc).arg(super::VERSIONS_KEPT);
+                for path in &paths {
+                    inv.arg(path);
+                }
                 async move { inv.invoke_async(&mut c).await }
             })
             .await?;
-        if stored == 1 {
-            self.bump().await?;
-            Ok(Put::Created(version))
-        } else {
-            Ok(Put::Unchanged(version))
+        let num = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => Ok(*n),
+            other => Err(StoreError::Corrupt(format!("put_pipeline answered {other:?}"))),
+        };
+        let text = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).to_string(),
+            _ => String::new(),
+        };
+        // A bump even for `Unchanged`: when the bump of the write that stored it failed, the retry repairs it.
+        self.bump().await?;
+        match num(out.first())? {
+            1 => Ok(Put::Created(u32::try_from(num(out.get(1))?).unwrap_or(0))),
+            0 => Ok(Put::Unchanged(u32::try_from(num(out.get(1))?).unwrap_or(0))),
+            _ => Ok(Put::PathTaken(text(out.get(1)), text(out.get(2)))),
         }
     }
 
@@ -223,6 +245,12 @@ impl Catalog for RedisStore {
         let mut c = self.conn.clone();
         let removed: u32 = c.hdel(k.heads(), name).await.map_err(err)?;
         let _: () = c.del(&[k.versions(name), k.latest_hash(name)]).await.map_err(err)?;
+        let paths: Vec<(String, String)> = c.hgetall(k.hook_paths()).await.map_err(err)?;
+        for (path, owner) in paths {
+            if owner == name {
+                let _: () = c.hdel(k.hook_paths(), path).await.map_err(err)?;
+            }
+        }
         self.bump().await?;
         Ok(removed == 1)
     }

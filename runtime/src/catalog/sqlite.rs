@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS pipelines (tenant TEXT NOT NULL, name TEXT NOT NULL, 
   live INTEGER NOT NULL, PRIMARY KEY (tenant, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS secrets (tenant TEXT NOT NULL, name TEXT NOT NULL, sealed TEXT NOT NULL,
   updated_at TEXT NOT NULL, PRIMARY KEY (tenant, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_paths (tenant TEXT NOT NULL, path TEXT NOT NULL, name TEXT NOT NULL,
+  PRIMARY KEY (tenant, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
@@ -41,6 +43,7 @@ const TENANT_TABLES: &[&str] = &[
     "pipeline_versions",
     "pipelines",
     "secrets",
+    "hook_paths",
     "runs",
     "states",
     "terminal",
@@ -154,8 +157,22 @@ impl Catalog for SqliteStore {
 
     async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put> {
         let (tenant, p) = (tenant.to_string(), p.clone());
+        let paths = p.webhook_paths();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            for path in &paths {
+                let owner: Option<String> = tx
+                    .query_row(
+                        "SELECT name FROM hook_paths WHERE tenant = ?1 AND path = ?2",
+                        params![tenant, path],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(err)?;
+                if let Some(owner) = owner.filter(|o| *o != p.name) {
+                    return Ok(Put::PathTaken(path.clone(), owner));
+                }
+            }
             let head: Option<(u32, bool)> = tx
                 .query_row(
                     "SELECT latest, live FROM pipelines WHERE tenant = ?1 AND name = ?2",
@@ -181,6 +198,20 @@ impl Catalog for SqliteStore {
                 }
             }
             let version = head.map_or(1, |(latest, _)| latest + 1);
+            tx.execute("DELETE FROM hook_paths WHERE tenant = ?1 AND name = ?2", params![tenant, p.name])
+                .map_err(err)?;
+            for path in &paths {
+                tx.execute(
+                    "INSERT INTO hook_paths (tenant, path, name) VALUES (?1, ?2, ?3)",
+                    params![tenant, path, p.name],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                "DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2 AND version <= ?3",
+                params![tenant, p.name, i64::from(version) - i64::from(super::VERSIONS_KEPT)],
+            )
+            .map_err(err)?;
             let doc = json(&PipelineVersion { version, ..p.clone() })?;
             tx.execute(
                 "INSERT INTO pipeline_versions (tenant, name, version, doc) VALUES (?1, ?2, ?3, ?4)",
@@ -264,6 +295,7 @@ impl Catalog for SqliteStore {
                 .map_err(err)?;
             tx.execute("DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2", params![tenant, name])
                 .map_err(err)?;
+            tx.execute("DELETE FROM hook_paths WHERE tenant = ?1 AND name = ?2", params![tenant, name]).map_err(err)?;
             bump(&tx)?;
             tx.commit().map_err(err)?;
             Ok(n > 0)

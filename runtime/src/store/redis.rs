@@ -25,7 +25,7 @@ pub(crate) const ACTIVE: &str = "sl:{g}:active";
 /// Every tenant that ever had work, for housekeeping.
 pub(crate) const TENANTS: &str = "sl:{g}:tenants";
 /// Per tenant, the earliest due time announced since it was last picked (see `settle.lua`).
-const DUE: &str = "sl:{g}:due";
+pub(crate) const DUE: &str = "sl:{g}:due";
 /// The pub/sub channel that wakes idle workers.
 const WAKE: &str = "sl:wake";
 /// How long a worker holds a picked tenant before the rotation offers it to others again.
@@ -262,7 +262,11 @@ impl Store for RedisStore {
             .await?;
         match code {
             1 => {
-                self.announce(tenant, now_ms()).await?;
+                // The run is stored: a failed announcement must not answer an error (a client would retry
+                // and start it twice); housekeeping puts the tenant back in the rotation.
+                if let Err(e) = self.announce(tenant, now_ms()).await {
+                    tracing::warn!(tenant, run = %id, "stored a run but could not announce it (housekeeping will): {e}");
+                }
                 Ok(Created::New)
             }
             2 => Ok(Created::Duplicate(first)),
@@ -570,7 +574,12 @@ impl Store for RedisStore {
         // Finished runs expire by themselves. What is left: tenants with work that a crash between a commit
         // and its announcement left out of the rotation go back in.
         let mut c = self.conn.clone();
-        let tenants: Vec<String> = c.smembers(TENANTS).await.map_err(err)?;
+        let mut tenants: Vec<String> = c.smembers(TENANTS).await.map_err(err)?;
+        // Tenants of the catalog too: a first run whose announcement failed left its tenant out of the set.
+        let known: Vec<String> = c.hkeys(crate::catalog::redis::TENANT_DOCS).await.map_err(err)?;
+        tenants.extend(known);
+        tenants.sort();
+        tenants.dedup();
         for tenant in tenants {
             let k = Keys::new(&tenant);
             let next: i64 = self

@@ -121,7 +121,11 @@ pub async fn create_tenant(state: &Shared, id: &str, given: Option<LimitsIn>) ->
         return Ok(None);
     }
     let (key, record) = new_key();
-    state.s.catalog.add_key(id, &record).await?;
+    if let Err(e) = state.s.catalog.add_key(id, &record).await {
+        // Without its key the tenant is unusable and a retry would answer 409: take it back.
+        let _ = state.s.catalog.delete_tenant(id).await;
+        return Err(e.into());
+    }
     state.changed(id);
     tracing::info!(tenant = id, "tenant created");
     Ok(Some(CreatedKey { id: id.to_string(), key_id: record.id, api_key: key }))
@@ -143,7 +147,7 @@ pub async fn create(_: AdminAuth, State(state): State<Shared>, Body(t): Body<New
     responses((status = 200, body = TenantList), (status = 401, body = super::ErrorBody)))]
 pub async fn list(_: AdminAuth, State(state): State<Shared>, Q(page): Q<Page>) -> ApiResult<Response> {
     let all = state.s.catalog.tenants().await?;
-    let (items, next) = paginate(all, |t| t.id.as_str(), &page)?;
+    let (items, next) = paginate(all, |t| t.id.as_str(), &page, false)?;
     let items: Vec<TenantOut> = items.iter().map(tenant_out).collect();
     Ok(json(StatusCode::OK, json!(TenantList { items, next })))
 }

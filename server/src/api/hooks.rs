@@ -98,9 +98,11 @@ async fn receive_inner(
 ) -> ApiResult<Response> {
     super::check_name("tenant", tenant_id, false).map_err(|_| no_hook())?;
     let tenant = cache::tenant(state, tenant_id).await?.ok_or_else(no_hook)?;
-    limit_requests(state, &tenant).await?;
     let pipelines = cache::pipelines(state, tenant_id).await?;
     let name = pipelines.hooks.get(path).ok_or_else(no_hook)?;
+    // Counted once the address exists, before the signature is checked (a flood of bad signatures is
+    // limited too).
+    limit_requests(state, &tenant, "webhooks").await?;
     let pipeline = pipelines.by_name.get(name).ok_or_else(no_hook)?;
     let hook: Option<&WebhookTrigger> = pipeline.plan.triggers.iter().find_map(|t| match t {
         Trigger::Webhook(w) if w.path == path => Some(w),

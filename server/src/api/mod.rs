@@ -51,11 +51,18 @@ impl Page {
     }
 }
 
-/// A page of `items` sorted by a key; answers the page and the `next` cursor.
-pub fn paginate<T>(items: Vec<T>, key: impl Fn(&T) -> &str, page: &Page) -> Result<(Vec<T>, Option<String>), ApiError> {
+/// A page of `items` sorted by a key (ascending, or descending when `newest_first`); answers the page and
+/// the `next` cursor. The page starts after the cursor by order, so it works when the cursor's item went.
+pub fn paginate<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    page: &Page,
+    newest_first: bool,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
     let limit = page.limit()?;
     let mut out: Vec<T> = match &page.cursor {
-        Some(c) => items.into_iter().skip_while(|i| key(i) != c.as_str()).skip(1).collect(),
+        Some(c) if newest_first => items.into_iter().filter(|i| key(i) < c.as_str()).collect(),
+        Some(c) => items.into_iter().filter(|i| key(i) > c.as_str()).collect(),
         None => items,
     };
     let next = if out.len() > limit {

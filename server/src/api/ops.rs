@@ -28,7 +28,15 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<Shared>) -> Response {
+pub async fn metrics(State(state): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.s.metrics_token {
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| crate::auth::digest(g) == crate::auth::digest(token));
+        if !ok {
+            return ApiError::unauthorized("/metrics wants the metrics token (SLUICE_METRICS_TOKEN) as a bearer token")
+                .into_response();
+        }
+    }
     let tenants = state.s.catalog.tenants().await.unwrap_or_default();
     let mut depths = Vec::new();
     for t in &tenants {

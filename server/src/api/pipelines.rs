@@ -4,7 +4,7 @@
 use super::{check_name, now_rfc3339, paginate, Page};
 use crate::auth::TenantAuth;
 use crate::error::{ApiError, ApiResult, Raw, P, Q};
-use crate::{cache, json, Shared};
+use crate::{json, Shared};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sluice_engine::compile::Plan;
-use sluice_engine::model::Trigger;
 use sluice_runtime::catalog::{PipelineVersion, Put};
 use utoipa::ToSchema;
 
@@ -115,18 +114,6 @@ pub async fn store(
         .with("diagnostics", Value::Array(as_json)));
     };
     let warnings: Vec<Value> = as_json.into_iter().filter(|d| d["severity"] != "error").collect();
-    // A webhook path belongs to one pipeline of the tenant.
-    let others = cache::pipelines(state, tenant).await?;
-    for t in &plan.triggers {
-        if let Trigger::Webhook(w) = t {
-            if let Some(owner) = others.hooks.get(&w.path).filter(|o| o.as_str() != name) {
-                return Err(ApiError::conflict(
-                    "webhook_path_taken",
-                    format!("the webhook path `{}` belongs to pipeline `{owner}`; choose another `path`", w.path),
-                ));
-            }
-        }
-    }
     let version = PipelineVersion {
         name: name.to_string(),
         version: 0,
@@ -141,6 +128,13 @@ pub async fn store(
     let (version, changed) = match put {
         Put::Created(v) => (v, true),
         Put::Unchanged(v) => (v, false),
+        // A webhook path belongs to one pipeline of the tenant (checked in the store's atomic write).
+        Put::PathTaken(path, owner) => {
+            return Err(ApiError::conflict(
+                "webhook_path_taken",
+                format!("the webhook path `{path}` belongs to pipeline `{owner}`; choose another `path`"),
+            ))
+        }
     };
     if changed {
         state.changed(tenant);
@@ -226,7 +220,7 @@ pub async fn get(
     responses((status = 200, body = PipelineList)))]
 pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>, Q(page): Q<Page>) -> ApiResult<Response> {
     let all = state.s.catalog.pipelines(&t.id).await?;
-    let (items, next) = paginate(all, |p| p.name.as_str(), &page)?;
+    let (items, next) = paginate(all, |p| p.name.as_str(), &page, false)?;
     let items: Vec<PipelineSummary> = items
         .iter()
         .map(|p| PipelineSummary {

@@ -286,7 +286,9 @@ pub async fn dead_letters(
         .into_iter()
         .filter(|d| f.run.as_ref().is_none_or(|r| *r == d.run_id))
         .collect();
-    let (page, next) = paginate(all, |d| d.id.as_str(), &Page { cursor: f.cursor.clone(), limit: f.limit })?;
+    let mut all = all;
+    all.sort_by(|a, b| b.id.cmp(&a.id));
+    let (page, next) = paginate(all, |d| d.id.as_str(), &Page { cursor: f.cursor.clone(), limit: f.limit }, true)?;
     let items = page
         .into_iter()
         .map(|d| DeadLetterOut {

@@ -5,6 +5,8 @@
 -- prefix (prefix .. id is a run's hash), the oldest run id to keep in the index, then the tasks.
 -- Returns { 1, id } stored, { 2, first run id } duplicate, { 3, '' } at the limit.
 local id = ARGV[5]
+-- A retried create of a run that was stored (its reply lost): nothing to do again.
+if redis.call('EXISTS', KEYS[2]) == 1 then return { 1, id } end
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   local first = redis.call('GET', KEYS[6])
