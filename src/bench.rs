@@ -18,6 +18,10 @@ pub enum Workload {
     Chain,
     /// A root, 8 parallel steps, and a join that sums them.
     Fanout,
+    /// Signed inbound webhooks through the HTTP server, verified and stored; then every run checked.
+    Webhook,
+    /// One tenant floods chain runs while another starts one at a time: the quiet tenant's slowdown.
+    Noisy,
 }
 
 #[derive(Args)]
@@ -25,17 +29,17 @@ pub struct BenchArgs {
     /// Run on this Redis instead of a temporary embedded store (or set SLUICE_REDIS_URL). Benchmark data is
     /// written under the tenant `bench`.
     #[arg(long, env = "SLUICE_REDIS_URL")]
-    redis: Option<String>,
+    pub(crate) redis: Option<String>,
     #[arg(long, value_enum, default_value_t = Workload::Chain)]
-    workload: Workload,
+    pub(crate) workload: Workload,
     /// Runs to drive through the engine.
     #[arg(long, default_value_t = 2000)]
-    runs: usize,
+    pub(crate) runs: usize,
     /// Step slots of the in-process workers.
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     #[arg(long, value_enum, default_value_t = crate::Format::Human)]
-    format: crate::Format,
+    pub(crate) format: crate::Format,
 }
 
 const TENANT: &str = "bench";
@@ -53,6 +57,7 @@ fn pipeline(w: Workload) -> (String, usize) {
             }
             (y, 10)
         }
+        Workload::Webhook | Workload::Noisy => pipeline(Workload::Chain),
         Workload::Fanout => {
             y.push_str("  - id: root\n    uses: transform\n    with: { output: \"{{ trigger.body.n }}\" }\n");
             let mut sum = Vec::new();
@@ -74,10 +79,11 @@ fn expected(w: Workload, n: i64) -> (&'static str, i64) {
     match w {
         Workload::Chain => ("s10", n + 10),
         Workload::Fanout => ("join", 8 * n + 36),
+        Workload::Webhook | Workload::Noisy => expected(Workload::Chain, n),
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -98,7 +104,12 @@ pub fn run(validator: &sluice_engine::Validator, args: BenchArgs) -> anyhow::Res
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     // The retry probe fails on purpose; its warnings are not news.
     crate::init_logs("error");
-    rt.block_on(bench(plan, steps_per_run, args))
+    match args.workload {
+        Workload::Webhook => rt
+            .block_on(crate::bench_server::webhook(sluice_engine::Validator::new(sluice_connectors::registry()), args)),
+        Workload::Noisy => rt.block_on(crate::bench_server::noisy(plan, args)),
+        _ => rt.block_on(bench(plan, steps_per_run, args)),
+    }
 }
 
 async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -188,7 +199,7 @@ async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs)
     // The first `INFO` of the two is counted in the difference.
     let commands = after.saturating_sub(before).saturating_sub(u64::from(args.redis.is_some()));
     let report = json!({
-        "workload": match args.workload { Workload::Chain => "chain", Workload::Fanout => "fanout" },
+        "workload": match args.workload { Workload::Fanout => "fanout", _ => "chain" },
         "store": store.name(),
         "runs": args.runs,
         "steps_per_run": steps_per_run,
@@ -285,7 +296,7 @@ async fn wait_for(
     Ok(())
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }

@@ -55,6 +55,7 @@ enum Command {
 }
 
 mod bench;
+mod bench_server;
 mod run;
 mod serve;
 mod worker;

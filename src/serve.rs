@@ -140,6 +140,40 @@ fn read_folder(dir: &Path) -> anyhow::Result<(Vec<FolderFile>, u64)> {
     Ok((files, h.finish()))
 }
 
+/// The server's state and its executor over a store (shared with `sluice bench --workload webhook`).
+pub(crate) fn services(
+    store: Arc<dyn Store>,
+    catalog: Arc<dyn Catalog>,
+    key: MasterKey,
+    validator: Validator,
+    config: executor::Config,
+    default_limits: Limits,
+    admin_token: Option<String>,
+) -> anyhow::Result<(sluice_server::Shared, Arc<Executor>)> {
+    let metrics = Arc::new(Metrics::new());
+    let secrets = Arc::new(StoreSecrets::new(catalog.clone(), key.clone()));
+    let events = CatalogEvents::new(catalog.clone());
+    let ex = Arc::new(
+        Executor::new(store.clone(), sluice_connectors::connectors(), secrets.clone(), events.clone(), config)
+            .map_err(anyhow::Error::msg)?
+            .with_metrics(metrics.clone()),
+    );
+    events.bind(&ex);
+    let state = AppState::new(Services {
+        store,
+        catalog,
+        executor: ex.clone(),
+        validator: Arc::new(validator),
+        master_key: key,
+        admin_token,
+        secrets,
+        metrics,
+        default_limits,
+        metrics_token: std::env::var("SLUICE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
+    });
+    Ok((state, ex))
+}
+
 pub fn run(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::init_logs("info,sluice_connectors=info");
     let rt =
@@ -176,35 +210,16 @@ async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode
             (s.clone(), s, key)
         }
     };
-    let metrics = Arc::new(Metrics::new());
-    let secrets = Arc::new(StoreSecrets::new(catalog.clone(), key.clone()));
-    let events = CatalogEvents::new(catalog.clone());
+    let limits = Limits {
+        requests_per_second: args.default_rps,
+        burst: args.default_burst,
+        max_runs_in_flight: args.default_max_runs,
+    };
     let config = executor::Config {
         lease: args.lease,
         egress: if args.allow_private_network { Egress::AllowPrivate } else { Egress::PublicOnly },
     };
-    let ex = Arc::new(
-        Executor::new(store.clone(), sluice_connectors::connectors(), secrets.clone(), events.clone(), config)
-            .map_err(anyhow::Error::msg)?
-            .with_metrics(metrics.clone()),
-    );
-    events.bind(&ex);
-    let state = AppState::new(Services {
-        store: store.clone(),
-        catalog,
-        executor: ex.clone(),
-        validator: Arc::new(validator),
-        master_key: key,
-        admin_token: admin_token.clone(),
-        secrets,
-        metrics,
-        default_limits: Limits {
-            requests_per_second: args.default_rps,
-            burst: args.default_burst,
-            max_runs_in_flight: args.default_max_runs,
-        },
-        metrics_token: std::env::var("SLUICE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
-    });
+    let (state, ex) = services(store.clone(), catalog, key, validator, config, limits, admin_token.clone())?;
     if admin_token.is_none() {
         tracing::warn!("SLUICE_ADMIN_TOKEN is not set: the admin API (tenants and keys) is off");
     }
