@@ -18,6 +18,39 @@ impl Modify for Security {
         };
         components.add_security_scheme("api_key", bearer("A tenant's API key, `sk_...`"));
         components.add_security_scheme("admin", bearer("The admin token (SLUICE_ADMIN_TOKEN)"));
+        // What any request may answer besides its own statuses, all with the one error body.
+        let common: &[(&str, &str, bool)] = &[
+            ("400", "A body, query or path that does not parse", true),
+            ("401", "No key, or a wrong or revoked one (on webhooks: the request does not verify)", true),
+            ("404", "Missing, or another tenant's (the same answer)", true),
+            ("413", "A body over 1 MiB", false),
+            ("415", "A body in a format this operation does not take", false),
+            ("422", "Well-formed but wrong (unknown fields, wrong types)", false),
+            ("429", "Over the tenant's request rate or runs in flight; see Retry-After", true),
+            ("503", "The store does not answer; see Retry-After", true),
+        ];
+        let error = || {
+            utoipa::openapi::ResponseBuilder::new().content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            let ops_present = ops.into_iter().flatten();
+            for op in ops_present {
+                let bodyless = op.request_body.is_none();
+                for (code, desc, always) in common {
+                    if path == "/healthz" || path == "/metrics" || path == "/openapi.json" {
+                        continue;
+                    }
+                    if !always && bodyless {
+                        continue;
+                    }
+                    op.responses.responses.entry(code.to_string()).or_insert_with(|| error().description(*desc).build().into());
+                }
+            }
+        }
     }
 }
 
