@@ -32,7 +32,9 @@ impl Modify for Security {
         let error = || {
             utoipa::openapi::ResponseBuilder::new().content(
                 "application/json",
-                utoipa::openapi::ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build(),
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
             )
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
@@ -47,7 +49,10 @@ impl Modify for Security {
                     if !always && bodyless {
                         continue;
                     }
-                    op.responses.responses.entry(code.to_string()).or_insert_with(|| error().description(*desc).build().into());
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error().description(*desc).build().into());
                 }
             }
         }

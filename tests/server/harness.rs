@@ -60,7 +60,10 @@ impl Server {
     async fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--allow-private-network"]);
-        cmd.args(["--lease", "2s", "--workers", "4"]);
+        cmd.args(["--lease", "2s"]);
+        if !self.extra.iter().any(|a| a == "--workers") {
+            cmd.args(["--workers", "4"]);
+        }
         match &self.backing.redis {
             Some(r) => cmd.args(["--redis", &r.url]),
             None => cmd.args(["--data-dir", &self.backing.dir.0.display().to_string()]),

@@ -3,6 +3,7 @@
 use crate::harness::*;
 use crate::on_both;
 use serde_json::{json, Value};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,4 +151,43 @@ async fn the_pipelines_folder_is_loaded_and_watched(backing: Arc<Backing>) {
         assert!(Instant::now() < deadline, "the pipeline outlived its file");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An API-only server (`--workers 0`) and a separate `sluice worker` on one Redis are one service: the worker
+/// runs the server's runs, with the tenant's secrets and event routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_only_servers_and_separate_workers_are_one_service() {
+    let backing = Backing::new(Backend::Redis);
+    let server = Server::start_with(&backing, &["--workers", "0"]).await;
+    let api = server.api(&server.admin().tenant("acme", Value::Null).await);
+    api.put_json("/v1/secrets/TOKEN", json!({ "value": "worker-side-secret" })).await.expect(200);
+    let emitter = "version: 1\nname: emitter\ntriggers:\n  - manual: {}\nsteps:\n  - id: use\n    uses: transform\n    with: { output: \"{{ secrets.TOKEN | length }}\" }\n  - id: tell\n    uses: emit\n    needs: [use]\n    with: { type: thing.done, data: { n: \"{{ steps.use.output }}\" } }\n";
+    let listener = "version: 1\nname: listener\ntriggers:\n  - event: { type: thing.done }\nsteps:\n  - id: got\n    uses: transform\n    with: { output: \"{{ trigger.body.n }}\" }\n";
+    api.put_yaml("emitter", emitter).await.expect(201);
+    api.put_yaml("listener", listener).await.expect(201);
+    let run = api.start("emitter", json!({})).await;
+    // Nothing runs it yet: the server has no workers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.get(&format!("/v1/runs/{run}")).await.expect(200)["status"], "queued");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["worker", "--redis", &backing.redis.as_ref().unwrap().url, "--concurrency", "4"])
+        .env("SLUICE_MASTER_KEY", MASTER_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a sluice worker");
+    let rec = api.wait_run(&run).await;
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    assert_eq!(rec["steps"]["use"]["output"], "worker-side-secret".len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        if let Some(r) = api.run_ids("listener").await.first() {
+            break r["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the event started no run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(api.wait_run(&started).await["steps"]["got"]["output"], "worker-side-secret".len());
+    let _ = worker.kill();
+    let _ = worker.wait();
 }
