@@ -53,6 +53,7 @@ const TENANT_TABLES: &[&str] = &[
     "served",
     "dead_letters",
     "dedup",
+    "live_counts",
 ];
 
 #[async_trait]

@@ -43,8 +43,27 @@ CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_ms);
 ";
 
 /// Schema changes after the first release, in order; `PRAGMA user_version` counts the ones applied.
-const MIGRATIONS: &[&str] = &["ALTER TABLE runs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
-     CREATE INDEX IF NOT EXISTS runs_live ON runs (tenant, status);"];
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE runs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
+     UPDATE runs SET pipeline = COALESCE(json_extract(header, '$.pipeline'), '');
+     CREATE INDEX IF NOT EXISTS runs_live ON runs (tenant, status);",
+    // Runs in flight per tenant, kept by triggers on every path that changes a run's status (so the limit
+    // check reads one row instead of counting).
+    "CREATE TABLE live_counts (tenant TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO live_counts SELECT tenant, COUNT(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY tenant;
+     CREATE TRIGGER runs_live_insert AFTER INSERT ON runs WHEN NEW.status IN ('queued', 'running') BEGIN
+       INSERT INTO live_counts (tenant, n) VALUES (NEW.tenant, 1) ON CONFLICT (tenant) DO UPDATE SET n = n + 1;
+     END;
+     CREATE TRIGGER runs_live_update AFTER UPDATE OF status ON runs
+       WHEN (OLD.status IN ('queued', 'running')) <> (NEW.status IN ('queued', 'running')) BEGIN
+       INSERT INTO live_counts (tenant, n) VALUES (NEW.tenant, 0) ON CONFLICT (tenant) DO NOTHING;
+       UPDATE live_counts SET n = n + (CASE WHEN NEW.status IN ('queued', 'running') THEN 1 ELSE -1 END)
+         WHERE tenant = NEW.tenant;
+     END;
+     CREATE TRIGGER runs_live_delete AFTER DELETE ON runs WHEN OLD.status IN ('queued', 'running') BEGIN
+       UPDATE live_counts SET n = n - 1 WHERE tenant = OLD.tenant;
+     END;",
+];
 
 /// SQL statements run by every embedded store of this process (for `sluice bench`).
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
@@ -240,12 +259,10 @@ impl Store for SqliteStore {
                 }
                 if let Some(max) = max {
                     let live: i64 = tx
-                        .query_row(
-                            "SELECT COUNT(*) FROM runs WHERE tenant = ?1 AND status IN ('queued', 'running')",
-                            params![tenant],
-                            |r| r.get(0),
-                        )
-                        .map_err(err)?;
+                        .query_row("SELECT n FROM live_counts WHERE tenant = ?1", params![tenant], |r| r.get(0))
+                        .optional()
+                        .map_err(err)?
+                        .unwrap_or(0);
                     if live >= i64::from(max) {
                         return Ok(Created::Full);
                     }
