@@ -224,6 +224,62 @@ fn push_once(
     }
 }
 
+/// The transaction of `create_run`: de-duplication, the runs-in-flight limit, the run and its first tasks.
+#[allow(clippy::too_many_arguments)]
+fn create_in(
+    c: &mut Connection,
+    tenant: &str,
+    id: &str,
+    status: &str,
+    header: &str,
+    plan: &str,
+    pipeline: &str,
+    ready: &[TaskRef],
+    dedup: Option<&(String, u64)>,
+    max: Option<u32>,
+) -> Result<Created> {
+    let now = now_ms() as i64;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    if let Some((key, ttl)) = dedup {
+        let first: Option<String> = tx
+            .query_row(
+                "SELECT run FROM dedup WHERE tenant = ?1 AND key = ?2 AND expires_ms > ?3",
+                params![tenant, key, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some(first) = first {
+            return Ok(Created::Duplicate(first));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO dedup (tenant, key, run, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant, key, id, now + *ttl as i64],
+        )
+        .map_err(err)?;
+    }
+    if let Some(max) = max {
+        let live: i64 = tx
+            .query_row("SELECT n FROM live_counts WHERE tenant = ?1", params![tenant], |r| r.get(0))
+            .optional()
+            .map_err(err)?
+            .unwrap_or(0);
+        if live >= i64::from(max) {
+            return Ok(Created::Full);
+        }
+    }
+    tx.execute(
+        "INSERT INTO runs (tenant, id, status, header, plan, pipeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![tenant, id, status, header, plan, pipeline],
+    )
+    .map_err(err)?;
+    for t in ready {
+        push_once(&tx, tenant, t, None, &mut None)?;
+    }
+    tx.commit().map_err(err)?;
+    Ok(Created::New)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn name(&self) -> &'static str {
@@ -237,46 +293,13 @@ impl Store for SqliteStore {
         let (dedup, max) = (run.dedup.clone(), run.max_in_flight);
         let created = self
             .with(move |c| {
-                let now = now_ms() as i64;
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-                if let Some((key, ttl)) = &dedup {
-                    let first: Option<String> = tx
-                        .query_row(
-                            "SELECT run FROM dedup WHERE tenant = ?1 AND key = ?2 AND expires_ms > ?3",
-                            params![tenant, key, now],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(err)?;
-                    if let Some(first) = first {
-                        return Ok(Created::Duplicate(first));
-                    }
-                    tx.execute(
-                        "INSERT OR REPLACE INTO dedup (tenant, key, run, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![tenant, key, id, now + *ttl as i64],
-                    )
-                    .map_err(err)?;
-                }
-                if let Some(max) = max {
-                    let live: i64 = tx
-                        .query_row("SELECT n FROM live_counts WHERE tenant = ?1", params![tenant], |r| r.get(0))
-                        .optional()
-                        .map_err(err)?
-                        .unwrap_or(0);
-                    if live >= i64::from(max) {
-                        return Ok(Created::Full);
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO runs (tenant, id, status, header, plan, pipeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![tenant, id, status, header, plan, pipeline],
-                )
-                .map_err(err)?;
-                for t in &ready {
-                    push_once(&tx, &tenant, t, None, &mut None)?;
-                }
-                tx.commit().map_err(err)?;
-                Ok(Created::New)
+                // A new run is acknowledged (202) once this returns: its commit is synced to disk (which
+                // syncs every commit before it too); the commits of steps stay `NORMAL` (a crash of the
+                // machine may roll back the last ones, and those steps run again).
+                c.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+                let r = create_in(c, &tenant, &id, status, &header, &plan, &pipeline, &ready, dedup.as_ref(), max);
+                c.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+                r
             })
             .await?;
         if created == Created::New {
