@@ -54,7 +54,7 @@ pub struct ServeArgs {
     default_max_runs: u32,
 }
 
-fn parse_retention(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_retention(s: &str) -> Result<Duration, String> {
     let d = sluice_engine::model::Duration::parse(s).ok_or_else(|| format!("`{s}` is not a duration like `7d`"))?;
     let d = Duration::from_millis(d.as_millis());
     if d < Duration::from_secs(60) {
@@ -263,6 +263,9 @@ async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode
     }
     tasks.push(tokio::spawn(sluice_server::cache::poll(state.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(sluice_server::scheduler::run(state.clone(), stop_rx.clone())));
+    if args.workers == 0 && args.redis.is_none() {
+        tracing::warn!("--workers 0 on the embedded store: runs are stored but nothing here runs them (`sluice worker` needs Redis)");
+    }
     let workers = (args.workers > 0)
         .then(|| tokio::spawn(sluice_runtime::worker::run_workers(ex.clone(), args.workers, stop_rx.clone())));
     let listener = tokio::net::TcpListener::bind(&args.listen)

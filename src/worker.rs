@@ -24,6 +24,12 @@ pub struct WorkerArgs {
     /// Allow outbound requests to loopback and private addresses (local development and tests).
     #[arg(long)]
     allow_private_network: bool,
+    /// How long finished runs are kept (the same as the servers' `--retention`), e.g. `7d`.
+    #[arg(long, default_value = "7d", value_parser = crate::serve::parse_retention)]
+    retention: std::time::Duration,
+    /// Serve this worker's Prometheus metrics (`GET /metrics`) on this address, e.g. `127.0.0.1:9464`.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 pub(crate) fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
@@ -41,7 +47,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let store = Arc::new(
-            RedisStore::connect(&args.redis).await.with_context(|| format!("cannot connect to {}", args.redis))?,
+            RedisStore::connect(&args.redis)
+                .await
+                .with_context(|| format!("cannot connect to {}", args.redis))?
+                .with_retention(args.retention),
         );
         let config = executor::Config {
             lease: args.lease,
@@ -51,11 +60,27 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let key = crate::serve::master_key(None)?;
         let secrets = Arc::new(StoreSecrets::new(store.clone(), key));
         let events = CatalogEvents::new(store.clone());
+        let metrics = Arc::new(sluice_runtime::Metrics::new());
         let ex = Arc::new(
             Executor::new(store, sluice_connectors::connectors(), secrets, events.clone(), config)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_metrics(metrics.clone()),
         );
         events.bind(&ex);
+        if let Some(addr) = &args.metrics_listen {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move { ([("content-type", "text/plain; version=0.0.4")], metrics.render(&[])) }
+                }),
+            );
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(concurrency = args.concurrency, lease_ms = args.lease.as_millis() as u64, "worker started");
         let workers = tokio::spawn(sluice_runtime::worker::run_workers(ex, args.concurrency, stop_rx));

@@ -60,10 +60,10 @@ pub fn standard_webhooks<'a>(
     let ts_text = header("webhook-timestamp").ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
     let signatures = header("webhook-signature").ok_or(VerifyError::MissingHeader("webhook-signature"))?;
     let ts: u64 = ts_text.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
-    if ts + TOLERANCE_S < now_s {
+    if ts.saturating_add(TOLERANCE_S) < now_s {
         return Err(VerifyError::TooOld);
     }
-    if ts > now_s + TOLERANCE_S {
+    if ts > now_s.saturating_add(TOLERANCE_S) {
         return Err(VerifyError::TooNew);
     }
     let sigs: Vec<Vec<u8>> = signatures

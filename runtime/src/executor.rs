@@ -20,6 +20,24 @@ use std::time::Duration;
 pub const MAX_ITEMS: usize = 10_000;
 /// Largest output a step may produce, serialized (SPEC section 2).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// Deepest nesting of a stored value (a trigger body, an output): stored documents wrap it a few levels
+/// more and must read back under the JSON parser's limit of 128.
+pub const MAX_DEPTH: usize = 64;
+
+/// How deeply a value nests (a scalar is 0), without recursion.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// Secrets of tenants, as templates see them (`secrets.NAME`).
 #[async_trait::async_trait]
@@ -491,6 +509,11 @@ impl Executor {
             }
         }
         let attempt_no = state.attempts.len() as u32 + 1;
+        if attempt_no == 1 && task.index.is_none() && step.needs.is_empty() {
+            // A first step's first attempt: how long the run waited in the queue for a worker.
+            let waited = now.saturating_sub(header.started_at_ms) as f64 / 1000.0;
+            self.metrics.observe("sluice_queue_wait_seconds", &[("tenant", tenant)], waited);
+        }
         let scope = self.scope(&header, &plan, &deps, &secrets, attempt_no, None);
         let amb = Ambient {
             now: chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default(),
@@ -573,6 +596,13 @@ impl Executor {
                             &v,
                             &secrets.values().map(String::as_str).collect::<Vec<_>>(),
                         );
+                        if depth(&v) > MAX_DEPTH {
+                            state.attempts.pop();
+                            let err = StepError::config(format!(
+                                "the step's output nests deeper than {MAX_DEPTH} levels; flatten it (e.g. pick the fields you need with a transform)"
+                            ));
+                            return self.fail(claimed, &header, &plan, &step, state, now, err, redacted_with).await;
+                        }
                         if serde_json::to_vec(&v).map_or(0, |b| b.len()) > MAX_OUTPUT {
                             state.attempts.pop();
                             let err = StepError::config(
@@ -583,6 +613,11 @@ impl Executor {
                         self.succeed(claimed, &header, &plan, &step, state, v, None).await
                     }
                     Outcome::Emit { id, event_type, data } => {
+                        // The event becomes other runs' trigger, stored and shown: no secret goes with it.
+                        let data = sluice_engine::template::redact_json(
+                            &data,
+                            &secrets.values().map(String::as_str).collect::<Vec<_>>(),
+                        );
                         if let Err(e) = self.events.emit(tenant, &event_type, &id, &data).await {
                             state.attempts.pop();
                             let err = StepError::new(ErrorClass::Network, format!("emitting `{event_type}`: {e}"));
@@ -930,6 +965,7 @@ impl Executor {
         state: StepState,
         why: &str,
     ) -> Result<(), StoreError> {
+        self.metrics.inc("sluice_steps_total", &[("tenant", &claimed.tenant), ("status", "skipped")]);
         let c = Commit {
             states: vec![(
                 step.id.clone(),

@@ -27,6 +27,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("sluice_http_requests_total", "counter", "API and webhook requests, by route and status code."),
     ("sluice_webhooks_total", "counter", "Inbound webhooks, by tenant and result (accepted, duplicate, rejected)."),
     ("sluice_rate_limited_total", "counter", "Requests refused with 429, by tenant and limit."),
+    (
+        "sluice_queue_wait_seconds",
+        "histogram",
+        "From a run's start to its first step's first attempt (queue latency), by tenant.",
+    ),
     ("sluice_queue_depth", "gauge", "Tasks waiting for a worker (ready now or timers), by tenant."),
 ];
 

@@ -102,6 +102,10 @@ pub fn router(state: Shared) -> Router {
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::no_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A bug that panics answers the JSON 500, and the server goes on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            error::ApiError::internal("a handler panicked").into_response()
+        }))
         .with_state(state)
 }
 

@@ -45,13 +45,37 @@ impl Schedule {
     }
 }
 
-/// Every schedule of every tenant; an error when any tenant's pipelines could not be read (the caller keeps
-/// the schedules it had and tries again).
-async fn load(state: &Shared, previous: &[Schedule], now: DateTime<Utc>) -> Result<Vec<Schedule>, StoreError> {
-    let kept: HashMap<_, _> = previous.iter().map(|s| (s.key(), s.next)).collect();
+/// Every schedule of every tenant. A tenant whose pipelines cannot be read keeps the schedules it had (and
+/// `Err` says to try again); at the first load a schedule counts from `GRACE` ago (the tick missed while no
+/// server ran), later a new or changed schedule counts from now.
+async fn load(
+    state: &Shared,
+    previous: Vec<Schedule>,
+    now: DateTime<Utc>,
+    first: bool,
+) -> (Vec<Schedule>, Result<(), StoreError>) {
+    let tenants = match state.s.catalog.tenants().await {
+        Ok(t) => t,
+        Err(e) => return (previous, Err(e)),
+    };
+    let mut kept: HashMap<_, _> = previous.iter().map(|s| (s.key(), s.next)).collect();
+    let mut by_tenant: HashMap<String, Vec<Schedule>> = HashMap::new();
+    for s in previous {
+        by_tenant.entry(s.tenant.clone()).or_default().push(s);
+    }
     let mut out = Vec::new();
-    for t in state.s.catalog.tenants().await? {
-        let pipelines = cache::pipelines(state, &t.id).await?;
+    let mut result = Ok(());
+    let start = if first { now - chrono::Duration::from_std(GRACE).unwrap_or_default() } else { now };
+    for t in tenants {
+        let pipelines = match cache::pipelines(state, &t.id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(tenant = %t.id, "scheduler: cannot read the pipelines; keeping their schedules: {e}");
+                out.extend(by_tenant.remove(&t.id).unwrap_or_default());
+                result = Err(e);
+                continue;
+            }
+        };
         for (name, p) in &pipelines.by_name {
             for (index, trig) in p.plan.triggers.iter().enumerate() {
                 let Trigger::Schedule(s) = trig else { continue };
@@ -69,18 +93,17 @@ async fn load(state: &Shared, previous: &[Schedule], now: DateTime<Utc>) -> Resu
                     input: s.input.clone().unwrap_or_else(|| json!({})),
                     next: None,
                 };
-                sched.next = match kept.get(&sched.key()) {
-                    Some(next) => *next,
-                    None => sched.after(now - chrono::Duration::from_std(GRACE).unwrap_or_default()),
+                sched.next = match kept.remove(&sched.key()) {
+                    Some(next) => next,
+                    None => sched.after(start),
                 };
                 out.push(sched);
             }
         }
     }
-    Ok(out)
+    (out, result)
 }
 
-/// Starts the run of a tick; `false` when the store failed (the tick is tried again while within GRACE).
 async fn fire(state: &Shared, s: &Schedule, tick: DateTime<Utc>) -> bool {
     let tenant = match cache::tenant(state, &s.tenant).await {
         Ok(Some(t)) => t,
@@ -115,18 +138,21 @@ async fn fire(state: &Shared, s: &Schedule, tick: DateTime<Utc>) -> bool {
 pub async fn run(state: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut schedules: Vec<Schedule> = Vec::new();
     let mut loaded: Option<u64> = None;
+    let mut first = true;
     loop {
         let now = Utc::now();
         match state.s.catalog.generation().await {
             Ok(g) if loaded != Some(g) => {
                 state.cache.observe_generation(g);
-                match load(&state, &schedules, now).await {
-                    Ok(s) => {
-                        schedules = s;
+                let (s, result) = load(&state, std::mem::take(&mut schedules), now, loaded.is_none() && first).await;
+                schedules = s;
+                match result {
+                    Ok(()) => {
                         loaded = Some(g);
+                        first = false;
                         tracing::debug!(schedules = schedules.len(), "scheduler: schedules loaded");
                     }
-                    Err(e) => tracing::warn!("scheduler: cannot read the schedules, trying again: {e}"),
+                    Err(e) => tracing::warn!("scheduler: cannot read every schedule, trying again: {e}"),
                 }
             }
             Ok(_) => {}

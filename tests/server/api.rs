@@ -395,6 +395,23 @@ async fn the_openapi_document_lists_every_route_and_is_served() {
     }
     // The document's error schema is the body every error has.
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
-    let m = api.get("/metrics").await;
-    assert!(m.text.contains("# TYPE sluice_runs_started_total counter"), "{}", m.text);
+    // The metrics count what happened, by tenant.
+    let key = server.admin().tenant("acme", Value::Null).await;
+    let t = server.api(&key);
+    t.put_yaml("echo", &echo_pipeline("echo")).await.expect(201);
+    let run = t.start("echo", json!({})).await;
+    t.wait_run(&run).await;
+    let m = api.get("/metrics").await.text;
+    for line in [
+        "# TYPE sluice_runs_started_total counter",
+        "sluice_runs_started_total{tenant=\"acme\",trigger=\"manual\"} 1",
+        "sluice_runs_finished_total{tenant=\"acme\",status=\"succeeded\"} 1",
+        "sluice_steps_total{tenant=\"acme\",status=\"succeeded\"} 1",
+        "sluice_attempts_total{tenant=\"acme\",result=\"ok\"} 1",
+        "sluice_queue_wait_seconds_count{tenant=\"acme\"} 1",
+        "sluice_run_duration_seconds_count{tenant=\"acme\"} 1",
+        "sluice_queue_depth{tenant=\"acme\"} 0",
+    ] {
+        assert!(m.contains(line), "/metrics lacks `{line}`:\n{m}");
+    }
 }

@@ -103,7 +103,45 @@ async fn standard_webhooks_are_verified_deduplicated_and_stored(backing: Arc<Bac
         assert_eq!(answer.status, 401, "{what}: {}", answer.text);
         assert_eq!(answer.body["error"]["code"], *code, "{what}: {}", answer.text);
     }
+    // A timestamp that overflows any arithmetic, a body nested too deep: refused, the server stays up.
+    let huge = api
+        .send(
+            "POST",
+            "/hooks/acme/signups",
+            Some(("application/json", body.to_vec())),
+            &[
+                ("webhook-id", "msg_big"),
+                ("webhook-timestamp", "18446744073709551615"),
+                ("webhook-signature", sig.as_str()),
+            ],
+        )
+        .await;
+    huge.expect_error(401, "stale_timestamp");
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let deep_sig = python_sign(OLD, "msg_deep", now, deep.as_bytes());
+    send(&api, Some("msg_deep"), Some(now), Some(&deep_sig), deep.as_bytes()).await.expect_error(400, "too_deep");
     assert_eq!(api.run_ids("signups").await.len(), 1, "a refused webhook started a run");
+    // A sender that rotates signs with both secrets in one header: accepted; credentials in headers are
+    // not handed to the pipeline.
+    let both = format!("{} {}", python_sign(WRONG, "msg_two", now, body), python_sign(OLD, "msg_two", now, body));
+    let two = api
+        .send(
+            "POST",
+            "/hooks/acme/signups",
+            Some(("application/json", body.to_vec())),
+            &[
+                ("webhook-id", "msg_two"),
+                ("webhook-timestamp", &now.to_string()),
+                ("webhook-signature", both.as_str()),
+                ("x-gitlab-token", "glt-secret-token"),
+                ("x-request-id", "req-1"),
+            ],
+        )
+        .await;
+    let two_run = two.expect(202)["run_id"].as_str().unwrap().to_string();
+    let rec = api.wait_run(&two_run).await;
+    assert_eq!(rec["trigger"]["headers"]["x-request-id"], "req-1");
+    assert!(rec["trigger"]["headers"].get("x-gitlab-token").is_none(), "{}", rec["trigger"]["headers"]);
 
     // Rotation: while both secrets are set, messages signed with either are accepted.
     api.put_json("/v1/secrets/SIGNUP_WHSEC", json!({ "value": format!("{NEW} {OLD}") })).await.expect(200);
@@ -118,7 +156,7 @@ async fn standard_webhooks_are_verified_deduplicated_and_stored(backing: Arc<Bac
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let s = python_sign(OLD, "msg_old", now, body);
     send(&api, Some("msg_old"), Some(now), Some(&s), body).await.expect_error(401, "invalid_signature");
-    assert_eq!(api.run_ids("signups").await.len(), 3);
+    assert_eq!(api.run_ids("signups").await.len(), 4);
     // Unknown tenant or path: 404 like any missing resource.
     api.send("POST", "/hooks/acme/nope", Some(("application/json", body.to_vec())), &[])
         .await

@@ -22,9 +22,17 @@ async fn runs_and_pipelines_survive_a_restart(backing: Arc<Backing>) {
     api.put_yaml("slow", p).await.expect(201);
     api.put_json("/v1/secrets/KEEP", json!({ "value": "kept-across-restarts" })).await.expect(200);
     let run = api.start("slow", json!({ "n": 7 })).await;
+    let h = [("idempotency-key", "before-restart")];
+    let first =
+        api.send("POST", "/v1/pipelines/slow/runs", Some(("application/json", br#"{"n":1}"#.to_vec())), &h).await;
+    let first = first.expect(202)["run_id"].clone();
     // Killed outright while the run waits; started again on the same store.
     server.restart().await;
     let api = server.api(&key);
+    // De-duplication keys survive too.
+    let again =
+        api.send("POST", "/v1/pipelines/slow/runs", Some(("application/json", br#"{"n":1}"#.to_vec())), &h).await;
+    assert_eq!(again.expect(200)["run_id"], first);
     let rec = api.wait_run(&run).await;
     assert_eq!(
         (rec["status"].as_str(), rec["steps"]["done"]["output"].clone()),
@@ -34,7 +42,7 @@ async fn runs_and_pipelines_survive_a_restart(backing: Arc<Backing>) {
     assert_eq!(api.get("/v1/pipelines/slow").await.expect(200)["version"], 1);
     assert_eq!(api.get("/v1/secrets").await.expect(200)["items"][0]["name"], "KEEP");
     let listed = api.get("/v1/runs").await;
-    assert_eq!(listed.expect(200)["items"][0]["id"], run.as_str());
+    assert!(listed.expect(200)["items"].as_array().unwrap().iter().any(|r| r["id"] == run.as_str()));
 }
 
 async fn a_dead_letter_replay_continues_the_run(backing: Arc<Backing>) {
@@ -80,6 +88,9 @@ async fn a_dead_letter_replay_continues_the_run(backing: Arc<Backing>) {
         .expect_error(404, "not_found");
     api.post(&format!("/v1/runs/{run}/retry"), json!({})).await.expect_error(409, "run_not_failed");
     assert_eq!(api.get("/v1/dead-letters").await.expect(200)["items"], json!([]));
+    let m = server.api("").get("/metrics").await.text;
+    assert!(m.contains("sluice_dead_letters_total{tenant=\"acme\"} 2"), "{m}");
+    assert!(m.contains("sluice_attempts_total{tenant=\"acme\",result=\"error\"} 2"), "{m}");
 }
 
 async fn shutdown_finishes_what_is_in_flight(backing: Arc<Backing>) {

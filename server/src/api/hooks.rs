@@ -16,14 +16,15 @@ use sluice_engine::template::{Ambient, Scope};
 use sluice_runtime::tenancy::StoreSecrets;
 use sluice_runtime::Secrets as _;
 
-/// Headers a pipeline does not get in `trigger.headers`: credentials and signatures.
-const HIDDEN_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization", "webhook-signature"];
+/// Header names (parts of) a pipeline does not get in `trigger.headers`: credentials, tokens and signatures
+/// (`x-gitlab-token`, `x-api-key`, `x-hub-signature-256`, `authorization`, `cookie`, ...).
+const HIDDEN_HEADERS: &[&str] = &["auth", "cookie", "token", "key", "secret", "signature", "hmac", "password"];
 
 fn no_hook() -> ApiError {
     ApiError::not_found("no webhook at this address; it")
 }
 
-/// The verification secrets: the rendered `secret`, split on whitespace or commas (several while rotating).
+/// The verification secrets: the rendered `secret`, split on whitespace (several while rotating).
 async fn secrets_of(
     state: &Shared,
     secrets: &StoreSecrets,
@@ -43,8 +44,7 @@ async fn secrets_of(
         Value::Null => String::new(),
         other => other.to_string(),
     };
-    let list: Vec<String> =
-        text.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let list: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     if list.is_empty() {
         tracing::error!(tenant, "the webhook's verification secret renders empty: set the secret it names");
         return Err(ApiError::unauthorized(
@@ -146,10 +146,12 @@ async fn receive_inner(
             Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
         }
     };
+    super::runs::check_depth(&value)?;
+    let own = hook.verify.as_ref().and_then(|v| v.header.as_deref()).map(str::to_ascii_lowercase);
     let mut shown = Map::new();
     for (k, v) in headers {
         let k = k.as_str();
-        if HIDDEN_HEADERS.contains(&k) || k.contains("signature") {
+        if HIDDEN_HEADERS.iter().any(|h| k.contains(h)) || own.as_deref() == Some(k) {
             continue;
         }
         if let Ok(v) = v.to_str() {

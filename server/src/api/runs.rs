@@ -54,6 +54,15 @@ pub async fn start_run(
     }
 }
 
+/// Refuses a trigger body that nests deeper than a stored value may.
+pub fn check_depth(body: &Value) -> ApiResult<()> {
+    let max = sluice_runtime::executor::MAX_DEPTH;
+    if sluice_runtime::executor::depth(body) > max {
+        return Err(ApiError::bad_request("too_deep", format!("the body nests deeper than {max} levels; flatten it")));
+    }
+    Ok(())
+}
+
 /// The `Idempotency-Key` header, checked.
 pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
@@ -85,6 +94,7 @@ pub async fn start(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("the trigger body is not valid JSON: {e}")))?
     };
+    check_depth(&body)?;
     let key = idempotency_key(&headers)?;
     let pipelines = cache::pipelines(&state, &t.id).await?;
     let p = pipelines.by_name.get(&name).ok_or_else(|| ApiError::not_found("the pipeline"))?;
