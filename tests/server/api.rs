@@ -414,4 +414,17 @@ async fn the_openapi_document_lists_every_route_and_is_served() {
     ] {
         assert!(m.contains(line), "/metrics lacks `{line}`:\n{m}");
     }
+    // Real answers fit their documented schemas.
+    let fits = |name: &str, value: &Value| {
+        let schema = json!({ "$ref": format!("#/components/schemas/{name}"), "components": doc["components"] });
+        let v = jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let errors: Vec<String> = v.iter_errors(value).map(|e| format!("{e} at {}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "{name} does not fit its schema: {errors:?}\n{value}");
+    };
+    fits("RunRecord", &t.get(&format!("/v1/runs/{run}")).await.expect(200).clone());
+    fits("RunList", &t.get("/v1/runs").await.expect(200).clone());
+    fits("PipelineOut", &t.get("/v1/pipelines/echo").await.expect(200).clone());
+    let bad = t.put_yaml("echo", "version: 1\nname: echo\n").await;
+    fits("InvalidPipelineBody", &bad.body);
+    fits("ErrorBody", &t.get("/v1/runs/run_01ARZ3NDEKTSV4RRFFQ69G5FAV").await.body);
 }

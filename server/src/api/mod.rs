@@ -30,6 +30,27 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// One diagnostic, as `sluice validate --format json` prints it.
+#[derive(Serialize, ToSchema)]
+pub struct DiagnosticOut {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// `error` or `warning`.
+    pub severity: String,
+    /// A stable code, e.g. `S1004` (docs/diagnostics.md).
+    pub code: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// The 422 of an invalid pipeline: the error, and every diagnostic.
+#[derive(Serialize, ToSchema)]
+pub struct InvalidPipelineBody {
+    pub error: ErrorDetail,
+    pub diagnostics: Vec<DiagnosticOut>,
+}
+
 /// Paging of a list: `limit` items after the `cursor` of the previous page's `next`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -23,7 +23,7 @@ pub struct PutResult {
     /// False when the text equals the latest version's (no new version).
     pub changed: bool,
     /// Warnings of validation, as `sluice validate --format json` prints them.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<super::DiagnosticOut>)]
     pub warnings: Vec<Value>,
 }
 
@@ -163,7 +163,7 @@ fn format_of(headers: &HeaderMap) -> ApiResult<&'static str> {
     security(("api_key" = [])),
     responses((status = 201, description = "A new pipeline (version 1)", body = PutResult),
         (status = 200, description = "A new version, or unchanged", body = PutResult),
-        (status = 422, description = "Invalid: `diagnostics` holds what `sluice validate --format json` prints", body = super::ErrorBody),
+        (status = 422, description = "Invalid: `diagnostics` holds what `sluice validate --format json` prints", body = super::InvalidPipelineBody),
         (status = 409, body = super::ErrorBody), (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody)))]
 pub async fn put(
     TenantAuth(t): TenantAuth,

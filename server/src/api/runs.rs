@@ -185,8 +185,77 @@ pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>, Q(f): 
     Ok(json(StatusCode::OK, json!(RunList { items, next })))
 }
 
+/// One try of a step.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub number: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub error: Option<ClassedError>,
+}
+
+/// An error with its class: network, timeout, http_4xx, http_429, http_5xx, template, config.
+#[derive(Serialize, ToSchema)]
+pub struct ClassedError {
+    pub class: String,
+    pub message: String,
+}
+
+/// Where a run failed.
+#[derive(Serialize, ToSchema)]
+pub struct RunErrorOut {
+    pub step: String,
+    pub class: String,
+    pub message: String,
+}
+
+/// One item of a `for_each` step.
+#[derive(Serialize, ToSchema)]
+pub struct ItemOut {
+    pub index: u32,
+    pub status: String,
+    pub output: Value,
+    pub attempts: Vec<AttemptOut>,
+}
+
+/// A step of a run: pending, running, retrying, waiting, succeeded, failed, skipped or cancelled.
+#[derive(Serialize, ToSchema)]
+pub struct StepRecord {
+    pub status: String,
+    /// The step's output (any JSON value; `null` until it succeeds).
+    pub output: Value,
+    pub attempts: Vec<AttemptOut>,
+    /// The dead letter of a step that failed for good.
+    pub dead_letter: Option<String>,
+    /// Why it was skipped or stopped the run.
+    pub reason: Option<String>,
+    /// The items of a `for_each` step.
+    pub items: Option<Vec<ItemOut>>,
+}
+
+/// The run record of SPEC section 6 (also what `sluice run --format json` prints).
+#[derive(Serialize, ToSchema)]
+pub struct RunRecord {
+    pub id: String,
+    pub pipeline: String,
+    /// The pipeline version the run started on.
+    pub version: u32,
+    pub tenant: String,
+    /// queued, running, succeeded, failed or cancelled.
+    pub status: String,
+    /// `kind` (webhook, schedule, manual, event), `body`, and per kind `webhook_id`, `headers`,
+    /// `scheduled_at`, `type`.
+    #[schema(value_type = Object)]
+    pub trigger: Value,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<RunErrorOut>,
+    pub reason: Option<String>,
+    pub steps: std::collections::BTreeMap<String, StepRecord>,
+}
+
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)), security(("api_key" = [])),
-    responses((status = 200, description = "The run record of SPEC section 6: steps, attempts, outputs", body = Object),
+    responses((status = 200, description = "The run record: steps, attempts, outputs", body = RunRecord),
         (status = 404, body = super::ErrorBody)))]
 pub async fn get(TenantAuth(t): TenantAuth, State(state): State<Shared>, P(id): P<String>) -> ApiResult<Response> {
     check_id(&id, "run_", "the run")?;
