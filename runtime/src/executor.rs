@@ -1202,13 +1202,7 @@ impl Executor {
     /// Replays a dead letter: the step runs again (same idempotency key), the run goes back to running and
     /// continues downstream; steps that had succeeded are not run again.
     pub async fn replay(&self, tenant: &str, dead_letter: &str) -> Result<String, ExecError> {
-        let dl = self
-            .store
-            .dead_letters(tenant)
-            .await?
-            .into_iter()
-            .find(|d| d.id == dead_letter)
-            .ok_or(ExecError::NoSuchDeadLetter)?;
+        let dl = self.store.dead_letter(tenant, dead_letter).await?.ok_or(ExecError::NoSuchDeadLetter)?;
         let (header, plan) = self.plan_of(tenant, &dl.run_id).await?.ok_or(ExecError::NoSuchRun)?;
         let all = self.store.all_states(tenant, &dl.run_id).await?;
         let states: HashMap<&str, &StepState> = all.iter().map(|(k, s)| (k.as_str(), s)).collect();

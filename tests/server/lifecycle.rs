@@ -88,9 +88,26 @@ async fn a_dead_letter_replay_continues_the_run(backing: Arc<Backing>) {
         .expect_error(404, "not_found");
     api.post(&format!("/v1/runs/{run}/retry"), json!({})).await.expect_error(409, "run_not_failed");
     assert_eq!(api.get("/v1/dead-letters").await.expect(200)["items"], json!([]));
+    // Paging: three failed runs, two a page; a run filter.
+    peer.script("/partner", [Reply::status(500), Reply::status(500), Reply::status(500)]);
+    let mut failed = Vec::new();
+    for i in 0..3 {
+        let r = api.start("push", json!({ "order": i })).await;
+        api.wait_run(&r).await;
+        failed.push(r);
+    }
+    let p1 = api.get("/v1/dead-letters?limit=2").await.expect(200).clone();
+    assert_eq!(p1["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(p1["items"][0]["run_id"], failed[2].as_str(), "newest first");
+    let p2 =
+        api.get(&format!("/v1/dead-letters?limit=2&cursor={}", p1["next"].as_str().unwrap())).await.expect(200).clone();
+    assert_eq!((p2["items"].as_array().map(Vec::len), p2["next"].clone()), (Some(1), Value::Null));
+    assert_eq!(p2["items"][0]["run_id"], failed[0].as_str());
+    let one = api.get(&format!("/v1/dead-letters?run={}", failed[1])).await.expect(200).clone();
+    assert_eq!(one["items"].as_array().map(Vec::len), Some(1));
     let m = server.api("").get("/metrics").await.text;
-    assert!(m.contains("sluice_dead_letters_total{tenant=\"acme\"} 2"), "{m}");
-    assert!(m.contains("sluice_attempts_total{tenant=\"acme\",result=\"error\"} 2"), "{m}");
+    assert!(m.contains("sluice_dead_letters_total{tenant=\"acme\"} 5"), "{m}");
+    assert!(m.contains("sluice_attempts_total{tenant=\"acme\",result=\"error\"} 5"), "{m}");
 }
 
 async fn shutdown_finishes_what_is_in_flight(backing: Arc<Backing>) {

@@ -109,8 +109,17 @@ pub trait Store: Send + Sync + 'static {
     /// again (for a 429's `Retry-After`).
     async fn rate_limit(&self, tenant: &str, name: &str, rate: f64, burst: u32) -> Result<Option<Duration>>;
 
-    /// The tenant's dead letters, newest first.
-    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>>;
+    /// A page of the tenant's dead letters, newest first: at most `limit`, older than the dead letter
+    /// `before` when given (the last id of the previous page).
+    async fn dead_letters_page(&self, tenant: &str, before: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// One dead letter by id.
+    async fn dead_letter(&self, tenant: &str, id: &str) -> Result<Option<DeadLetter>>;
+
+    /// The tenant's dead letters, newest first (up to 10,000; page with [`Store::dead_letters_page`]).
+    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {
+        self.dead_letters_page(tenant, None, 10_000).await
+    }
 
     /// How many commands the store has executed so far, for benchmarks: on Redis every command the server ran
     /// (commands inside scripts included, from `INFO commandstats`, all clients); on the embedded store the SQL

@@ -547,16 +547,54 @@ impl Store for RedisStore {
         Ok(CommitResult { items_done, run_written: written == 1, chained, chained_load, stale: stale == 1 })
     }
 
-    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters_page(&self, tenant: &str, before: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
         let k = Keys::new(tenant);
         let mut c = self.conn.clone();
-        let ids: Vec<String> = c.zrevrange(k.dead_letter_index(), 0, -1).await.map_err(err)?;
+        let limit = limit.clamp(1, 10_000);
+        // The index scores dead letters by creation time; ids (ULIDs) order those of the same millisecond.
+        let max = match before {
+            Some(id) => {
+                let score: Option<f64> = c.zscore(k.dead_letter_index(), id).await.map_err(err)?;
+                match score {
+                    Some(s) => s.to_string(),
+                    // The cursor's dead letter went (replayed): its id carries its time.
+                    None => ulid::Ulid::from_string(id.trim_start_matches("dl_"))
+                        .map(|u| u.timestamp_ms().to_string())
+                        .unwrap_or_else(|_| "+inf".into()),
+                }
+            }
+            None => "+inf".into(),
+        };
+        let ids: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(k.dead_letter_index())
+            .arg(&max)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 64)
+            .query_async(&mut c)
+            .await
+            .map_err(err)?;
+        let mut ids: Vec<String> = ids.into_iter().filter(|id| before.is_none_or(|b| id.as_str() < b)).collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.truncate(limit);
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let docs: Vec<Option<String>> =
             redis::cmd("HMGET").arg(k.dead_letters()).arg(&ids).query_async(&mut c).await.map_err(err)?;
         docs.into_iter().flatten().map(|d| parse(&d)).collect()
+    }
+
+    async fn dead_letter(&self, tenant: &str, id: &str) -> Result<Option<DeadLetter>> {
+        let k = Keys::new(tenant);
+        let doc: Option<String> = self
+            .idempotent(|mut c| {
+                let key = k.dead_letters();
+                async move { c.hget(key, id).await }
+            })
+            .await?;
+        doc.map(|d| parse(&d)).transpose()
     }
 
     async fn rate_limit(&self, tenant: &str, name: &str, rate: f64, burst: u32) -> Result<Option<Duration>> {

@@ -738,18 +738,35 @@ impl Store for SqliteStore {
         Ok(res.0)
     }
 
-    async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>> {
-        let tenant = tenant.to_string();
+    async fn dead_letters_page(&self, tenant: &str, before: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let (tenant, before) = (tenant.to_string(), before.map(str::to_string));
+        let limit = limit.clamp(1, 10_000) as i64;
         self.with(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT doc FROM dead_letters WHERE tenant = ?1 ORDER BY created_ms DESC")
+                .prepare_cached(
+                    "SELECT doc FROM dead_letters WHERE tenant = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+                )
                 .map_err(err)?;
-            let rows = stmt.query_map(params![tenant], |r| r.get::<_, String>(0)).map_err(err)?;
+            let rows = stmt.query_map(params![tenant, before, limit], |r| r.get::<_, String>(0)).map_err(err)?;
             let mut out = Vec::new();
             for r in rows {
                 out.push(parse(&r.map_err(err)?)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, tenant: &str, id: &str) -> Result<Option<DeadLetter>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with(move |c| {
+            let doc: Option<String> = c
+                .query_row("SELECT doc FROM dead_letters WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(err)?;
+            doc.map(|d| parse(&d)).transpose()
         })
         .await
     }

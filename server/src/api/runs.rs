@@ -1,6 +1,6 @@
 //! Runs and dead letters: start (manual), list, get, cancel, retry; list and replay dead letters.
 
-use super::{check_id, check_name, paginate, Page};
+use super::{check_id, check_name, Page};
 use crate::auth::TenantAuth;
 use crate::cache::Loaded;
 use crate::error::{ApiError, ApiResult, Raw, P, Q};
@@ -299,7 +299,17 @@ pub async fn retry(TenantAuth(t): TenantAuth, State(state): State<Shared>, P(id)
         ));
     }
     let failed_step = header.error.as_ref().map(|e| e.step.clone());
-    let mut letters: Vec<_> = state.s.store.dead_letters(&t.id).await?.into_iter().filter(|d| d.run_id == id).collect();
+    // The run's dead letters are named in its state documents (steps and items).
+    let mut letters = Vec::new();
+    for (_, st) in state.s.store.all_states(&t.id, &id).await? {
+        if let Some(dl) = st.dead_letter.filter(|_| st.status == sluice_runtime::model::StepStatus::Failed) {
+            if let Some(d) = state.s.store.dead_letter(&t.id, &dl).await? {
+                letters.push(d);
+            }
+        }
+    }
+    letters.sort_by(|a, b| a.id.cmp(&b.id));
+    letters.dedup_by(|a, b| a.id == b.id);
     // The step that failed the run first: its replay takes the run back to running.
     letters.sort_by_key(|d| Some(&d.step) != failed_step.as_ref());
     if letters.is_empty() {
@@ -357,17 +367,36 @@ pub async fn dead_letters(
     State(state): State<Shared>,
     Q(f): Q<DeadLetterFilter>,
 ) -> ApiResult<Response> {
-    let all: Vec<_> = state
-        .s
-        .store
-        .dead_letters(&t.id)
-        .await?
-        .into_iter()
-        .filter(|d| f.run.as_ref().is_none_or(|r| *r == d.run_id))
-        .collect();
-    let mut all = all;
-    all.sort_by(|a, b| b.id.cmp(&a.id));
-    let (page, next) = paginate(all, |d| d.id.as_str(), &Page { cursor: f.cursor.clone(), limit: f.limit }, true)?;
+    let limit = Page { cursor: None, limit: f.limit }.limit()?;
+    if let Some(c) = &f.cursor {
+        check_id(c, "dl_", "the cursor")
+            .map_err(|_| ApiError::bad_request("invalid_query", "`cursor` is not a dead letter id"))?;
+    }
+    // Pages of the store, filtered by run, until this page is full (at most 20 pages of the store looked at).
+    let mut page = Vec::new();
+    let mut before = f.cursor.clone();
+    let mut more = false;
+    for _ in 0..20 {
+        let batch = state.s.store.dead_letters_page(&t.id, before.as_deref(), limit + 1).await?;
+        let exhausted = batch.len() <= limit;
+        before = batch.last().map(|d| d.id.clone());
+        for d in batch {
+            if f.run.as_ref().is_none_or(|r| *r == d.run_id) {
+                page.push(d);
+            }
+        }
+        if page.len() > limit {
+            more = true;
+            page.truncate(limit);
+            break;
+        }
+        if exhausted {
+            more = false;
+            break;
+        }
+        more = true;
+    }
+    let next = if more { page.last().map(|d| d.id.clone()).or(before) } else { None };
     let items = page
         .into_iter()
         .map(|d| DeadLetterOut {
