@@ -71,6 +71,8 @@ static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 /// The embedded store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// New runs go to one thread that writes them in groups (one synced commit for all that are waiting).
+    creates: Mutex<std::sync::mpsc::Sender<CreateJob>>,
     /// Rate-limit state: one process serves an embedded store, so it lives in memory.
     rates: Mutex<std::collections::HashMap<(String, String), f64>>,
     retention: Duration,
@@ -108,8 +110,16 @@ impl SqliteStore {
                 STATEMENTS.fetch_add(1, Ordering::Relaxed);
             }),
         );
+        let conn = Arc::new(Mutex::new(conn));
+        let (creates, jobs) = std::sync::mpsc::channel();
+        let writer = conn.clone();
+        std::thread::Builder::new()
+            .name("sluice-sqlite-create".into())
+            .spawn(move || creator(writer, jobs))
+            .map_err(|e| err(format!("cannot start the store's writer: {e}")))?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
+            creates: Mutex::new(creates),
             rates: Mutex::new(std::collections::HashMap::new()),
             retention: super::DEFAULT_RETENTION,
             notify: Arc::new(Notify::new()),
@@ -180,7 +190,7 @@ fn read_load(
     Ok(Some((header, states)))
 }
 
-fn push(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef, at: u64) -> Result<()> {
+fn push(tx: &Connection, tenant: &str, task: &TaskRef, at: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO queue (tenant, task, run_at) VALUES (?1, ?2, ?3)",
         params![tenant, task.encode(), at as i64],
@@ -192,7 +202,7 @@ fn push(tx: &rusqlite::Transaction<'_>, tenant: &str, task: &TaskRef, at: u64) -
 /// Enqueues a task once per run; answers whether it went on the queue for any worker. With `chain` (worker,
 /// lease until) and nothing chained yet, the task goes to that worker under a lease instead.
 fn push_once(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     tenant: &str,
     task: &TaskRef,
     chain: Option<&(String, u64)>,
@@ -224,43 +234,46 @@ fn push_once(
     }
 }
 
-/// The transaction of `create_run`: de-duplication, the runs-in-flight limit, the run and its first tasks.
-#[allow(clippy::too_many_arguments)]
-fn create_in(
-    c: &mut Connection,
-    tenant: &str,
-    id: &str,
-    status: &str,
-    header: &str,
-    plan: &str,
-    pipeline: &str,
-    ready: &[TaskRef],
-    dedup: Option<&(String, u64)>,
+/// A run to create, queued for the creating thread.
+struct CreateReq {
+    tenant: String,
+    id: String,
+    status: &'static str,
+    header: String,
+    plan: String,
+    pipeline: String,
+    ready: Vec<TaskRef>,
+    dedup: Option<(String, u64)>,
     max: Option<u32>,
-) -> Result<Created> {
+}
+
+type CreateJob = (CreateReq, tokio::sync::oneshot::Sender<Result<Created>>);
+
+/// What `create_run` writes, inside the caller's transaction: de-duplication, the runs-in-flight limit, the
+/// run and its first tasks. Writes nothing unless it answers `New` (the caller rolls back otherwise).
+fn create_in(c: &Connection, r: &CreateReq) -> Result<Created> {
     let now = now_ms() as i64;
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-    if let Some((key, ttl)) = dedup {
-        let first: Option<String> = tx
+    if let Some((key, ttl)) = &r.dedup {
+        let first: Option<String> = c
             .query_row(
                 "SELECT run FROM dedup WHERE tenant = ?1 AND key = ?2 AND expires_ms > ?3",
-                params![tenant, key, now],
-                |r| r.get(0),
+                params![r.tenant, key, now],
+                |row| row.get(0),
             )
             .optional()
             .map_err(err)?;
         if let Some(first) = first {
             return Ok(Created::Duplicate(first));
         }
-        tx.execute(
+        c.execute(
             "INSERT OR REPLACE INTO dedup (tenant, key, run, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![tenant, key, id, now + *ttl as i64],
+            params![r.tenant, key, r.id, now + *ttl as i64],
         )
         .map_err(err)?;
     }
-    if let Some(max) = max {
-        let live: i64 = tx
-            .query_row("SELECT n FROM live_counts WHERE tenant = ?1", params![tenant], |r| r.get(0))
+    if let Some(max) = r.max {
+        let live: i64 = c
+            .query_row("SELECT n FROM live_counts WHERE tenant = ?1", params![r.tenant], |row| row.get(0))
             .optional()
             .map_err(err)?
             .unwrap_or(0);
@@ -268,16 +281,63 @@ fn create_in(
             return Ok(Created::Full);
         }
     }
-    tx.execute(
+    c.execute(
         "INSERT INTO runs (tenant, id, status, header, plan, pipeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![tenant, id, status, header, plan, pipeline],
+        params![r.tenant, r.id, r.status, r.header, r.plan, r.pipeline],
     )
     .map_err(err)?;
-    for t in ready {
-        push_once(&tx, tenant, t, None, &mut None)?;
+    for t in &r.ready {
+        push_once(c, &r.tenant, t, None, &mut None)?;
     }
-    tx.commit().map_err(err)?;
     Ok(Created::New)
+}
+
+/// The creating thread: takes every create waiting (up to 256) and writes them in one transaction whose
+/// commit is synced to disk (group commit), each in a savepoint of its own, then answers each.
+fn creator(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<CreateJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut results: Vec<Result<Created>> = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<()> {
+            let c = conn.lock().map_err(|_| err("the store's lock is poisoned"))?;
+            // A new run is acknowledged (202) once this returns: its commit is synced to disk (which syncs
+            // every commit before it too); the commits of steps stay `NORMAL` (a crash of the machine may
+            // roll back the last ones, and those steps run again).
+            c.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+            let done = (|| -> Result<()> {
+                c.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+                for (req, _) in &batch {
+                    c.execute_batch("SAVEPOINT one").map_err(err)?;
+                    let r = create_in(&c, req);
+                    if !matches!(r, Ok(Created::New)) {
+                        c.execute_batch("ROLLBACK TO one").map_err(err)?;
+                    }
+                    c.execute_batch("RELEASE one").map_err(err)?;
+                    results.push(r);
+                }
+                c.execute_batch("COMMIT").map_err(err)
+            })();
+            if done.is_err() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            let _ = c.pragma_update(None, "synchronous", "NORMAL");
+            done
+        })();
+        let mut results = results.into_iter();
+        for (_, reply) in batch {
+            let r = match &outcome {
+                Ok(()) => results.next().unwrap_or_else(|| Err(err("no result"))),
+                Err(e) => Err(err(e)),
+            };
+            let _ = reply.send(r);
+        }
+    }
 }
 
 #[async_trait]
@@ -287,21 +347,21 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, tenant: &str, run: &NewRun) -> Result<Created> {
-        let (tenant, header, plan, ready) =
-            (tenant.to_string(), json(&run.header)?, json(&run.plan)?, run.ready.clone());
-        let (id, status, pipeline) = (run.header.id.clone(), run.header.status.as_str(), run.header.pipeline.clone());
-        let (dedup, max) = (run.dedup.clone(), run.max_in_flight);
-        let created = self
-            .with(move |c| {
-                // A new run is acknowledged (202) once this returns: its commit is synced to disk (which
-                // syncs every commit before it too); the commits of steps stay `NORMAL` (a crash of the
-                // machine may roll back the last ones, and those steps run again).
-                c.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-                let r = create_in(c, &tenant, &id, status, &header, &plan, &pipeline, &ready, dedup.as_ref(), max);
-                c.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-                r
-            })
-            .await?;
+        let req = CreateReq {
+            tenant: tenant.to_string(),
+            id: run.header.id.clone(),
+            status: run.header.status.as_str(),
+            header: json(&run.header)?,
+            plan: json(&run.plan)?,
+            pipeline: run.header.pipeline.clone(),
+            ready: run.ready.clone(),
+            dedup: run.dedup.clone(),
+            max: run.max_in_flight,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.creates.lock().map_err(|_| err("the store's lock is poisoned"))?.send((req, tx));
+        sent.map_err(|_| err("the store's writer stopped"))?;
+        let created = rx.await.map_err(|_| err("the store's writer stopped"))??;
         if created == Created::New {
             self.wake();
         }
