@@ -255,18 +255,47 @@ pub async fn noisy(plan: sluice_engine::Plan, args: BenchArgs) -> anyhow::Result
     let flooding = {
         let (ex, loud, plan, queued, runs) = (ex.clone(), loud.clone(), plan.clone(), queued.clone(), args.runs);
         tokio::spawn(async move {
-            for i in 0..runs {
-                let id = ex.start_run(&loud, &plan, 1, json!({ "kind": "manual", "body": { "n": i } })).await?;
-                if let Ok(mut q) = queued.lock() {
-                    q.push(id);
-                }
+            // 16 starters at once, as a flood of webhooks would come.
+            let mut starters = tokio::task::JoinSet::new();
+            for part in 0..16 {
+                let (ex, loud, plan, queued) = (ex.clone(), loud.clone(), plan.clone(), queued.clone());
+                starters.spawn(async move {
+                    for i in (part..runs).step_by(16) {
+                        let id = ex.start_run(&loud, &plan, 1, json!({ "kind": "manual", "body": { "n": i } })).await?;
+                        if let Ok(mut q) = queued.lock() {
+                            q.push(id);
+                        }
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(r) = starters.join_next().await {
+                r??;
             }
             anyhow::Ok(t0.elapsed().as_secs_f64())
         })
     };
+    // Flood runs that finished, counted from the executor's notices (a lagging receiver re-counts by polling).
+    let finished = Arc::new(AtomicUsize::new(0));
+    let counting = {
+        let (mut rx, finished, loud) = (ex.finished_runs(), finished.clone(), loud.clone());
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok((t, _, _)) if t == loud => {
+                        finished.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        finished.fetch_add(n as usize, Ordering::Relaxed);
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    };
     let mut under = Vec::new();
     let mut n = 0;
-    let mut drained = 0usize;
     let mut queued_s = None;
     loop {
         under.push(quiet_run(&ex, &quiet, &plan, n).await?);
@@ -274,20 +303,13 @@ pub async fn noisy(plan: sluice_engine::Plan, args: BenchArgs) -> anyhow::Result
         if queued_s.is_none() && flooding.is_finished() {
             queued_s = Some(0.0);
         }
-        // How far the flood got: its runs finish roughly in the order they were queued.
-        let ids: Vec<String> = queued.lock().map(|q| q[drained..].to_vec()).unwrap_or_default();
-        for id in ids {
-            if !ex.is_finished(&loud, &id).await? {
-                break;
-            }
-            drained += 1;
-        }
-        if queued_s.is_some() && drained >= args.runs {
+        if queued_s.is_some() && finished.load(Ordering::Relaxed) >= args.runs {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let queued_s = flooding.await??;
+    counting.abort();
     let flood: Vec<String> = queued.lock().map(|q| q.clone()).unwrap_or_default();
     let flood_s = t0.elapsed().as_secs_f64();
     for id in &flood {
