@@ -49,8 +49,16 @@ pub async fn webhook(validator: sluice_engine::Validator, args: BenchArgs) -> an
     let key = MasterKey::from_base64(&MasterKey::generate()).map_err(anyhow::Error::msg)?;
     let config = executor::Config { egress: Egress::AllowPrivate, ..executor::Config::default() };
     let limits = Limits { requests_per_second: 100_000.0, burst: 1_000_000, max_runs_in_flight: 1_000_000 };
-    let (state, ex) =
-        crate::serve::services(store.clone(), catalog.clone(), key.clone(), validator, config, limits, None)?;
+    let (state, ex) = crate::serve::services(
+        store.clone(),
+        catalog.clone(),
+        key.clone(),
+        validator,
+        config,
+        limits,
+        None,
+        String::new(),
+    )?;
     // A tenant of its own per benchmark, so runs on a shared Redis never mix.
     let tenant = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
     let created = chrono::Utc::now().to_rfc3339();

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Allow outbound requests to loopback and private addresses (local development and tests).
     #[arg(long)]
     allow_private_network: bool,
+    /// This server's address as users' browsers reach it, for OAuth2 redirects
+    /// (`<public-url>/oauth/callback`); `http://<listen>` when not given.
+    #[arg(long)]
+    public_url: Option<String>,
     /// Default request rate of tenants created without limits (requests a second).
     #[arg(long, default_value_t = 50.0)]
     default_rps: f64,
@@ -141,6 +145,7 @@ fn read_folder(dir: &Path) -> anyhow::Result<(Vec<FolderFile>, u64)> {
 }
 
 /// The server's state and its executor over a store (shared with `sluice bench --workload webhook`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn services(
     store: Arc<dyn Store>,
     catalog: Arc<dyn Catalog>,
@@ -149,14 +154,17 @@ pub(crate) fn services(
     config: executor::Config,
     default_limits: Limits,
     admin_token: Option<String>,
+    public_url: String,
 ) -> anyhow::Result<(sluice_server::Shared, Arc<Executor>)> {
     let metrics = Arc::new(Metrics::new());
     let secrets = Arc::new(StoreSecrets::new(catalog.clone(), key.clone()));
     let events = CatalogEvents::new(catalog.clone());
+    let connections = oauth_connections(catalog.clone(), key.clone(), config.egress, &events)?;
     let ex = Arc::new(
         Executor::new(store.clone(), sluice_connectors::connectors(), secrets.clone(), events.clone(), config)
             .map_err(anyhow::Error::msg)?
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_tokens(connections.clone()),
     );
     events.bind(&ex);
     let state = AppState::new(Services {
@@ -170,8 +178,25 @@ pub(crate) fn services(
         metrics,
         default_limits,
         metrics_token: std::env::var("SLUICE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
+        connections: Some(connections),
+        public_url,
     });
     Ok((state, ex))
+}
+
+/// The OAuth2 connection manager: token requests go out through the egress guard (no redirects followed),
+/// and `connection.needs_authorization` goes to the tenant's pipelines.
+pub(crate) fn oauth_connections(
+    catalog: Arc<dyn Catalog>,
+    key: MasterKey,
+    egress: Egress,
+    events: &Arc<CatalogEvents>,
+) -> anyhow::Result<Arc<sluice_runtime::oauth::Connections>> {
+    let http = sluice_connectors::egress::client(egress, false).map_err(anyhow::Error::msg)?;
+    let c = sluice_runtime::oauth::Connections::new(catalog, key, http);
+    let weak: std::sync::Weak<dyn sluice_runtime::Events> = Arc::downgrade(events) as _;
+    c.bind_events(weak);
+    Ok(c)
 }
 
 pub fn run(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -219,7 +244,9 @@ async fn serve(validator: Validator, args: ServeArgs) -> anyhow::Result<ExitCode
         lease: args.lease,
         egress: if args.allow_private_network { Egress::AllowPrivate } else { Egress::PublicOnly },
     };
-    let (state, ex) = services(store.clone(), catalog, key, validator, config, limits, admin_token.clone())?;
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    let (state, ex) =
+        services(store.clone(), catalog, key, validator, config, limits, admin_token.clone(), public_url)?;
     if admin_token.is_none() {
         tracing::warn!("SLUICE_ADMIN_TOKEN is not set: the admin API (tenants and keys) is off");
     }

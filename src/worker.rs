@@ -58,13 +58,15 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         };
         // Tenants' secrets and event routing live in the shared store, as for `sluice serve`.
         let key = crate::serve::master_key(None)?;
-        let secrets = Arc::new(StoreSecrets::new(store.clone(), key));
+        let secrets = Arc::new(StoreSecrets::new(store.clone(), key.clone()));
         let events = CatalogEvents::new(store.clone());
+        let connections = crate::serve::oauth_connections(store.clone(), key.clone(), config.egress, &events)?;
         let metrics = Arc::new(sluice_runtime::Metrics::new());
         let ex = Arc::new(
             Executor::new(store, sluice_connectors::connectors(), secrets, events.clone(), config)
                 .map_err(anyhow::Error::msg)?
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_tokens(connections),
         );
         events.bind(&ex);
         if let Some(addr) = &args.metrics_listen {

@@ -168,42 +168,63 @@ impl Connector for Http {
             }
             egress::check_url(&url, cx.egress).map_err(StepError::config)?;
             let shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
-            let mut req = cx
-                .http
-                .request(method.clone(), url.clone())
-                .timeout(cx.timeout)
-                .header("idempotency-key", &cx.idempotency_key);
-            for (k, v) in w.headers.iter().flatten() {
-                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| StepError::config(format!("`{k}` is not a valid header name")))?;
-                let value = reqwest::header::HeaderValue::from_str(v)
-                    .map_err(|_| StepError::config(format!("the value of header `{k}` is not valid header text")))?;
-                req = req.header(name, value);
-            }
-            match &w.auth {
-                None => {}
-                Some(Auth::Bearer(token)) => req = req.bearer_auth(token),
-                Some(Auth::Basic(b)) => req = req.basic_auth(&b.username, Some(&b.password)),
-                Some(Auth::Header(h)) => {
-                    let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes())
-                        .map_err(|_| StepError::config(format!("`{}` is not a valid header name", h.name)))?;
-                    req = req.header(name, h.value.as_str());
+            let build = |bearer: Option<&str>| -> Result<reqwest::RequestBuilder, StepError> {
+                let mut req = cx
+                    .http
+                    .request(method.clone(), url.clone())
+                    .timeout(cx.timeout)
+                    .header("idempotency-key", &cx.idempotency_key);
+                for (k, v) in w.headers.iter().flatten() {
+                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| StepError::config(format!("`{k}` is not a valid header name")))?;
+                    let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                        StepError::config(format!("the value of header `{k}` is not valid header text"))
+                    })?;
+                    req = req.header(name, value);
                 }
+                match &w.auth {
+                    None | Some(Auth::Connection(_)) => {}
+                    Some(Auth::Bearer(token)) => req = req.bearer_auth(token),
+                    Some(Auth::Basic(b)) => req = req.basic_auth(&b.username, Some(&b.password)),
+                    Some(Auth::Header(h)) => {
+                        let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes())
+                            .map_err(|_| StepError::config(format!("`{}` is not a valid header name", h.name)))?;
+                        req = req.header(name, h.value.as_str());
+                    }
+                }
+                if let Some(token) = bearer {
+                    req = req.bearer_auth(token);
+                }
+                if let Some(body) = &w.body {
+                    req = req.json(body);
+                } else if let Some(form) = &w.form {
+                    let pairs: Vec<(String, String)> = form.iter().map(|(k, v)| (k.clone(), text_of(v))).collect();
+                    req = req.form(&pairs);
+                } else if let Some(raw) = &w.raw {
+                    req = req.body(raw.clone());
+                }
+                Ok(req)
+            };
+            let resp = match &w.auth {
                 Some(Auth::Connection(name)) => {
-                    return Err(StepError::config(format!(
-                    "this tenant has no OAuth2 connection named `{name}`; create it with `PUT /v1/connections/{name}`"
-                )))
+                    let tokens = cx.tokens.as_ref().ok_or_else(|| {
+                        StepError::config(format!(
+                            "OAuth2 connections need `sluice serve`; this run has no connection named `{name}`"
+                        ))
+                    })?;
+                    let token = tokens.token(&cx.tenant, name, None).await?;
+                    let resp =
+                        build(Some(&token))?.send().await.map_err(|e| transport_error(method.as_str(), &shown, &e))?;
+                    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                        // The token was refused (revoked, or expired early): one refresh, one retry.
+                        let fresh = tokens.token(&cx.tenant, name, Some(&token)).await?;
+                        build(Some(&fresh))?.send().await.map_err(|e| transport_error(method.as_str(), &shown, &e))?
+                    } else {
+                        resp
+                    }
                 }
-            }
-            if let Some(body) = &w.body {
-                req = req.json(body);
-            } else if let Some(form) = &w.form {
-                let pairs: Vec<(String, String)> = form.iter().map(|(k, v)| (k.clone(), text_of(v))).collect();
-                req = req.form(&pairs);
-            } else if let Some(raw) = &w.raw {
-                req = req.body(raw.clone());
-            }
-            let resp = req.send().await.map_err(|e| transport_error(method.as_str(), &shown, &e))?;
+                _ => build(None)?.send().await.map_err(|e| transport_error(method.as_str(), &shown, &e))?,
+            };
             let status = resp.status().as_u16();
             let headers = headers_json(resp.headers());
             let retry_after = resp

@@ -13,7 +13,7 @@ pub mod verify;
 
 pub use exec::{retry_after_ms, sign, webhook_id, MAX_BODY};
 pub use kinds::{Delay, Emit, Filter, Http, Log, Transform, WebhookSend};
-pub use run::{Connector, Outcome, StepCx, StepError};
+pub use run::{Connector, Outcome, StepCx, StepError, TokenSource};
 pub use types::*;
 
 use sluice_engine::kind::{Registry, StepKind};

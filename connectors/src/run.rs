@@ -32,6 +32,22 @@ pub struct StepCx {
     /// Milliseconds since the Unix epoch, at the start of the step's first attempt (an event's own time,
     /// the same on every retry).
     pub first_attempt_ms: u64,
+    /// Access tokens of the tenant's OAuth2 connections (`auth: { connection }`); `None` where there are
+    /// none (`sluice run`).
+    pub tokens: Option<std::sync::Arc<dyn TokenSource>>,
+}
+
+/// Where `auth: { connection: NAME }` gets its access token: cached, renewed before it expires, one refresh
+/// at a time per connection across every process.
+pub trait TokenSource: Send + Sync {
+    /// A valid access token of the tenant's connection. `rejected` is a token the API just answered 401
+    /// to: it is not given again (it is refreshed, once, whoever asks).
+    fn token<'a>(
+        &'a self,
+        tenant: &'a str,
+        connection: &'a str,
+        rejected: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, StepError>>;
 }
 
 /// What a successful step produced.

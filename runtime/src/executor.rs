@@ -167,6 +167,7 @@ pub struct Executor {
     plans: Mutex<HashMap<String, Arc<Plan>>>,
     finished: tokio::sync::broadcast::Sender<(String, String, RunStatus)>,
     metrics: Arc<Metrics>,
+    tokens: Option<Arc<dyn sluice_connectors::TokenSource>>,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -211,7 +212,14 @@ impl Executor {
             plans: Mutex::new(HashMap::new()),
             finished: tokio::sync::broadcast::channel(4096).0,
             metrics: Arc::new(Metrics::new()),
+            tokens: None,
         })
+    }
+
+    /// Where `auth: { connection }` gets its tokens (the server's and workers' connection manager).
+    pub fn with_tokens(mut self, tokens: Arc<dyn sluice_connectors::TokenSource>) -> Executor {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Records into these metrics instead of the executor's own (a server shares one set).
@@ -736,6 +744,7 @@ impl Executor {
             timeout,
             now_ms: now,
             first_attempt_ms: first_ms,
+            tokens: self.tokens.clone(),
         };
         let run = kind.run(&cx, with.clone());
         let lease_ms = self.config.lease.as_millis() as u64;

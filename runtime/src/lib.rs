@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod executor;
 pub mod metrics;
 pub mod model;
+pub mod oauth;
 pub mod store;
 pub mod tenancy;
 pub mod worker;

@@ -46,6 +46,11 @@ pub struct Services {
     pub default_limits: Limits,
     /// `SLUICE_METRICS_TOKEN`: when set, `/metrics` wants it as a bearer token (it names every tenant).
     pub metrics_token: Option<String>,
+    /// OAuth2 connections (tokens for steps, the authorization flow).
+    pub connections: Option<Arc<sluice_runtime::oauth::Connections>>,
+    /// The server's address as providers' redirects reach it (`--public-url`): the callback is
+    /// `<public_url>/oauth/callback`.
+    pub public_url: String,
 }
 
 /// The state every handler reads.
@@ -73,7 +78,7 @@ impl AppState {
 
 /// Every route of SPEC section 9.
 pub fn router(state: Shared) -> Router {
-    use api::{admin, hooks, ops, pipelines, runs, secrets};
+    use api::{admin, connections, hooks, ops, pipelines, runs, secrets};
     let v1 = Router::new()
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{name}", put(pipelines::put).get(pipelines::get).delete(pipelines::delete))
@@ -86,6 +91,9 @@ pub fn router(state: Shared) -> Router {
         .route("/dead-letters/{id}/replay", post(runs::replay))
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
+        .route("/connections", get(connections::list))
+        .route("/connections/{name}", put(connections::put).get(connections::get).delete(connections::delete))
+        .route("/connections/{name}/authorize", post(connections::authorize))
         .route("/admin/tenants", post(admin::create).get(admin::list))
         .route("/admin/tenants/{id}", get(admin::get).delete(admin::delete))
         .route("/admin/tenants/{id}/keys", post(admin::create_key).get(admin::keys))
@@ -93,6 +101,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/hooks/{tenant}/{*path}", post(hooks::receive))
+        .route("/oauth/callback", get(connections::callback))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -43,7 +43,8 @@ impl Modify for Security {
             for op in ops_present {
                 let bodyless = op.request_body.is_none();
                 for (code, desc, always) in common {
-                    if path == "/healthz" || path == "/metrics" || path == "/openapi.json" {
+                    if path == "/healthz" || path == "/metrics" || path == "/openapi.json" || path == "/oauth/callback"
+                    {
                         continue;
                     }
                     if !always && bodyless {
@@ -68,6 +69,8 @@ impl Modify for Security {
         api::runs::dead_letters, api::runs::replay,
         api::secrets::put, api::secrets::list, api::secrets::delete,
         api::hooks::receive,
+        api::connections::put, api::connections::get, api::connections::list, api::connections::delete,
+        api::connections::authorize, api::connections::callback,
         api::admin::create, api::admin::list, api::admin::get, api::admin::delete,
         api::admin::create_key, api::admin::keys, api::admin::revoke_key,
         api::ops::healthz, api::ops::readyz, api::ops::metrics,

@@ -127,4 +127,22 @@ pub trait Catalog: Send + Sync + 'static {
     /// A number that changes whenever anything in the catalog changes (any tenant), so processes know when
     /// to drop what they cached.
     async fn generation(&self) -> Result<u64>;
+
+    /// OAuth2 connections, as documents (`crate::oauth::Connection` as JSON, secrets sealed inside).
+    async fn put_connection(&self, tenant: &str, name: &str, doc: &str) -> Result<()>;
+    async fn connection(&self, tenant: &str, name: &str) -> Result<Option<String>>;
+    async fn connections(&self, tenant: &str) -> Result<Vec<(String, String)>>;
+    async fn delete_connection(&self, tenant: &str, name: &str) -> Result<bool>;
+    /// Writes a connection only while `token` holds its lock (see [`Catalog::lock`]): a refresh that lost
+    /// its lock (it took too long) writes nothing.
+    async fn put_connection_locked(&self, tenant: &str, name: &str, doc: &str, token: &str) -> Result<bool>;
+    /// Takes the connection's lock for `ttl_ms` unless someone holds it; `token` identifies the holder.
+    async fn lock(&self, tenant: &str, name: &str, token: &str, ttl_ms: u64) -> Result<bool>;
+    async fn unlock(&self, tenant: &str, name: &str, token: &str) -> Result<()>;
+
+    /// A pending authorization (`state` -> document), kept for `ttl_ms`. Global: the callback is public
+    /// and finds its tenant through the state.
+    async fn put_authorization(&self, state: &str, doc: &str, ttl_ms: u64) -> Result<()>;
+    /// Takes a pending authorization: answers it once, then never again.
+    async fn take_authorization(&self, state: &str) -> Result<Option<String>>;
 }

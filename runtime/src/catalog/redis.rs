@@ -13,6 +13,14 @@ pub(crate) const TENANT_DOCS: &str = "sl:{g}:tenant-docs";
 const KEY_INDEX: &str = "sl:{g}:apikeys";
 const GENERATION: &str = "sl:{g}:catalog-gen";
 
+static PUT_LOCKED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1 end return 0",
+    )
+});
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+});
 static PUT_PIPELINE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../store/lua/put_pipeline.lua")));
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -37,6 +45,12 @@ impl Keys {
     }
     fn hook_paths(&self) -> String {
         format!("{}:hookpaths", self.base())
+    }
+    fn connections(&self) -> String {
+        format!("{}:conns", self.base())
+    }
+    fn connection_lock(&self, name: &str) -> String {
+        format!("{}:connlock:{name}", self.base())
     }
     fn secrets(&self) -> String {
         format!("{}:secrets", self.base())
@@ -291,5 +305,98 @@ impl Catalog for RedisStore {
     async fn generation(&self) -> Result<u64> {
         let g: Option<u64> = self.idempotent(|mut c| async move { c.get(GENERATION).await }).await?;
         Ok(g.unwrap_or(0))
+    }
+
+    async fn put_connection(&self, tenant: &str, name: &str, doc: &str) -> Result<()> {
+        let k = Keys::new(tenant).connections();
+        self.idempotent(|mut c| {
+            let k = k.clone();
+            async move { c.hset::<_, _, _, ()>(k, name, doc).await }
+        })
+        .await
+    }
+
+    async fn connection(&self, tenant: &str, name: &str) -> Result<Option<String>> {
+        let k = Keys::new(tenant).connections();
+        self.idempotent(|mut c| {
+            let k = k.clone();
+            async move { c.hget(k, name).await }
+        })
+        .await
+    }
+
+    async fn connections(&self, tenant: &str) -> Result<Vec<(String, String)>> {
+        let k = Keys::new(tenant).connections();
+        let mut all: Vec<(String, String)> = self
+            .idempotent(|mut c| {
+                let k = k.clone();
+                async move { c.hgetall(k).await }
+            })
+            .await?;
+        all.sort();
+        Ok(all)
+    }
+
+    async fn delete_connection(&self, tenant: &str, name: &str) -> Result<bool> {
+        let k = Keys::new(tenant).connections();
+        let n: u32 = self
+            .idempotent(|mut c| {
+                let k = k.clone();
+                async move { c.hdel(k, name).await }
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn put_connection_locked(&self, tenant: &str, name: &str, doc: &str, token: &str) -> Result<bool> {
+        let k = Keys::new(tenant);
+        let written: i64 = self
+            .idempotent(|mut c| {
+                let mut inv = PUT_LOCKED.prepare_invoke();
+                inv.key(k.connection_lock(name)).key(k.connections()).arg(token).arg(name).arg(doc);
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn lock(&self, tenant: &str, name: &str, token: &str, ttl_ms: u64) -> Result<bool> {
+        let key = Keys::new(tenant).connection_lock(name);
+        let got: Option<String> = self
+            .idempotent(|mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("SET").arg(key).arg(token).arg("NX").arg("PX").arg(ttl_ms).query_async(&mut c).await
+                }
+            })
+            .await?;
+        Ok(got.is_some())
+    }
+
+    async fn unlock(&self, tenant: &str, name: &str, token: &str) -> Result<()> {
+        let key = Keys::new(tenant).connection_lock(name);
+        self.idempotent(|mut c| {
+            let mut inv = UNLOCK.prepare_invoke();
+            inv.key(&key).arg(token);
+            async move { inv.invoke_async::<i64>(&mut c).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn put_authorization(&self, state: &str, doc: &str, ttl_ms: u64) -> Result<()> {
+        let key = format!("sl:{{g}}:oauth:{state}");
+        self.idempotent(|mut c| {
+            let key = key.clone();
+            async move { redis::cmd("SET").arg(key).arg(doc).arg("PX").arg(ttl_ms).query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn take_authorization(&self, state: &str) -> Result<Option<String>> {
+        // GETDEL: the first caller gets it, a replay gets nothing (not retried: a retry could not tell).
+        let key = format!("sl:{{g}}:oauth:{state}");
+        let mut c = self.conn.clone();
+        redis::cmd("GETDEL").arg(key).query_async(&mut c).await.map_err(err)
     }
 }

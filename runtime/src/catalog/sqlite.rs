@@ -19,6 +19,10 @@ CREATE TABLE IF NOT EXISTS secrets (tenant TEXT NOT NULL, name TEXT NOT NULL, se
   updated_at TEXT NOT NULL, PRIMARY KEY (tenant, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hook_paths (tenant TEXT NOT NULL, path TEXT NOT NULL, name TEXT NOT NULL,
   PRIMARY KEY (tenant, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS connections (tenant TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL,
+  PRIMARY KEY (tenant, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS authorizations (state TEXT PRIMARY KEY, doc TEXT NOT NULL, expires_ms INTEGER NOT NULL)
+  WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
@@ -44,6 +48,7 @@ const TENANT_TABLES: &[&str] = &[
     "pipelines",
     "secrets",
     "hook_paths",
+    "connections",
     "runs",
     "states",
     "terminal",
@@ -353,6 +358,116 @@ impl Catalog for SqliteStore {
                 .optional()
                 .map_err(err)?;
             Ok(g.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn put_connection(&self, tenant: &str, name: &str, doc: &str) -> Result<()> {
+        let (t, n, d) = (tenant.to_string(), name.to_string(), doc.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO connections (tenant, name, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, name) DO UPDATE SET doc = ?3",
+                params![t, n, d],
+            )
+            .map(|_| ())
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn connection(&self, tenant: &str, name: &str) -> Result<Option<String>> {
+        let (t, n) = (tenant.to_string(), name.to_string());
+        self.with(move |c| {
+            c.query_row("SELECT doc FROM connections WHERE tenant = ?1 AND name = ?2", params![t, n], |r| r.get(0))
+                .optional()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn connections(&self, tenant: &str) -> Result<Vec<(String, String)>> {
+        let t = tenant.to_string();
+        self.with(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT name, doc FROM connections WHERE tenant = ?1 ORDER BY name").map_err(err)?;
+            let rows = s.query_map(params![t], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+            rows.map(|r| r.map_err(err)).collect()
+        })
+        .await
+    }
+
+    async fn delete_connection(&self, tenant: &str, name: &str) -> Result<bool> {
+        let (t, n) = (tenant.to_string(), name.to_string());
+        self.with(move |c| {
+            c.execute("DELETE FROM connections WHERE tenant = ?1 AND name = ?2", params![t, n])
+                .map(|n| n > 0)
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn put_connection_locked(&self, tenant: &str, name: &str, doc: &str, token: &str) -> Result<bool> {
+        if !self.holds(tenant, name, token) {
+            return Ok(false);
+        }
+        self.put_connection(tenant, name, doc).await?;
+        Ok(true)
+    }
+
+    async fn lock(&self, tenant: &str, name: &str, token: &str, ttl_ms: u64) -> Result<bool> {
+        // One process serves an embedded store: its locks live in memory.
+        let mut locks = self.locks.lock().map_err(|_| err("the locks' lock is poisoned"))?;
+        let now = crate::store::now_ms();
+        let key = format!("{tenant}/{name}");
+        match locks.get(&key) {
+            Some((_, until)) if *until > now => Ok(false),
+            _ => {
+                locks.insert(key, (token.to_string(), now + ttl_ms));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn unlock(&self, tenant: &str, name: &str, token: &str) -> Result<()> {
+        let mut locks = self.locks.lock().map_err(|_| err("the locks' lock is poisoned"))?;
+        let key = format!("{tenant}/{name}");
+        if locks.get(&key).is_some_and(|(t, _)| t == token) {
+            locks.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn put_authorization(&self, state: &str, doc: &str, ttl_ms: u64) -> Result<()> {
+        let (s, d) = (state.to_string(), doc.to_string());
+        self.with(move |c| {
+            let now = crate::store::now_ms() as i64;
+            c.execute("DELETE FROM authorizations WHERE expires_ms < ?1", params![now]).map_err(err)?;
+            c.execute(
+                "INSERT OR REPLACE INTO authorizations (state, doc, expires_ms) VALUES (?1, ?2, ?3)",
+                params![s, d, now + ttl_ms as i64],
+            )
+            .map(|_| ())
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn take_authorization(&self, state: &str) -> Result<Option<String>> {
+        let s = state.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM authorizations WHERE state = ?1 AND expires_ms >= ?2",
+                    params![s, crate::store::now_ms() as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            tx.execute("DELETE FROM authorizations WHERE state = ?1", params![s]).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(doc)
         })
         .await
     }

@@ -75,6 +75,8 @@ pub struct SqliteStore {
     creates: Mutex<std::sync::mpsc::Sender<CreateJob>>,
     /// Rate-limit state: one process serves an embedded store, so it lives in memory.
     rates: Mutex<std::collections::HashMap<(String, String), f64>>,
+    /// Connection locks (`tenant/name` -> holder, until ms), in memory for the same reason.
+    pub(crate) locks: Mutex<std::collections::HashMap<String, (String, u64)>>,
     retention: Duration,
     notify: Arc<Notify>,
     generation: AtomicU64,
@@ -121,6 +123,7 @@ impl SqliteStore {
             conn,
             creates: Mutex::new(creates),
             rates: Mutex::new(std::collections::HashMap::new()),
+            locks: Mutex::new(std::collections::HashMap::new()),
             retention: super::DEFAULT_RETENTION,
             notify: Arc::new(Notify::new()),
             generation: AtomicU64::new(0),
@@ -144,6 +147,15 @@ impl SqliteStore {
         })
         .await
         .map_err(err)?
+    }
+
+    /// Whether `token` holds the connection's lock now.
+    pub(crate) fn holds(&self, tenant: &str, name: &str, token: &str) -> bool {
+        let now = now_ms();
+        self.locks
+            .lock()
+            .map(|l| l.get(&format!("{tenant}/{name}")).is_some_and(|(t, until)| t == token && *until > now))
+            .unwrap_or(false)
     }
 
     fn wake(&self) {

@@ -2,6 +2,7 @@
 //! document (`crate::openapi`), so the document is made from the same types the handlers use.
 
 pub mod admin;
+pub mod connections;
 pub mod hooks;
 pub mod ops;
 pub mod pipelines;
