@@ -43,9 +43,16 @@ const provider = new Provider(issuer, {
 provider.proxy = false;
 // Token requests, counted per grant type, for the tests (GET /_stats).
 const stats = {};
+const grants = new Set();
 provider.on('grant.success', (ctx) => {
   const t = ctx.oidc.params.grant_type;
   stats[t] = (stats[t] || 0) + 1;
+  const g = ctx.oidc.entities.Grant;
+  if (g) grants.add(g.jti);
+});
+provider.on('authorization.success', (ctx) => {
+  const g = ctx.oidc.entities.Grant;
+  if (g) grants.add(g.jti);
 });
 provider.on('grant.error', (ctx, err) => {
   const k = `error:${ctx.oidc.params?.grant_type}:${err.error}`;
@@ -55,6 +62,16 @@ provider.on('grant.error', (ctx, err) => {
 // revoked. `/_stats` counts token requests per grant type.
 provider.use(async (ctx, next) => {
   if (ctx.path === '/_stats') { ctx.body = stats; return; }
+  // The user revokes access at the provider: every grant goes (its refresh tokens stop working).
+  if (ctx.path === '/_revoke_all') {
+    for (const id of grants) {
+      const g = await provider.Grant.find(id);
+      if (g) await g.destroy();
+    }
+    grants.clear();
+    ctx.body = { revoked: true };
+    return;
+  }
   if (ctx.path === '/api/whoami') {
     const value = (ctx.get('authorization') || '').replace(/^Bearer /, '');
     const token = (await provider.AccessToken.find(value)) || (await provider.ClientCredentials.find(value));

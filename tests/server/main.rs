@@ -14,4 +14,5 @@ mod api;
 mod hooks;
 mod lifecycle;
 mod limits;
+mod oauth;
 mod schedules;
