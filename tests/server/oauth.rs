@@ -18,7 +18,9 @@ pub struct Provider {
 impl Provider {
     pub fn start(redirect: &str, ttl_s: u32) -> Provider {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var("SLUICE_OIDC_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| root.join("target/oidc-provider"));
+        let dir = std::env::var("SLUICE_OIDC_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| root.join("target/oidc-provider"));
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
             "oidc-provider is not installed in {}: run scripts/test (it runs `npm install --prefix target/oidc-provider oidc-provider@8`)",
@@ -73,7 +75,8 @@ fn whoami(name: &str, connection: &str, provider: &Provider) -> String {
 /// A browser: follows the provider's redirects with a cookie jar, submits its login and consent forms,
 /// and stops at the redirect to our callback; answers that URL.
 async fn walk(start: &str, callback_prefix: &str) -> String {
-    let client = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let mut next = client.get(start).send().await.unwrap();
     for _ in 0..20 {
         if let Some(loc) = next.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string) {
@@ -85,7 +88,8 @@ async fn walk(start: &str, callback_prefix: &str) -> String {
             continue;
         }
         let page = next.text().await.unwrap();
-        let action = page.split("action=\"").nth(1).and_then(|r| r.split('"').next()).expect("a form on the page").to_string();
+        let action =
+            page.split("action=\"").nth(1).and_then(|r| r.split('"').next()).expect("a form on the page").to_string();
         let prompt = page.split("name=\"prompt\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("login");
         let form: Vec<(&str, &str)> = match prompt {
             "login" => vec![("prompt", "login"), ("login", "ada"), ("password", "any")],
@@ -102,11 +106,17 @@ async fn client_credentials_fetch_one_token_per_lifetime(backing: Arc<Backing>) 
     let server = Server::start(&backing).await;
     let api = server.api(&server.admin().tenant("acme", json!({ "requests_per_second": 1000, "burst": 1000 })).await);
     let provider = Provider::start(&format!("{}/oauth/callback", server.base), 2);
-    for (name, client, secret, method) in [("basic", "cc-basic", "cc-basic-secret", "client_secret_basic"), ("post", "cc-post", "cc-post-secret", "client_secret_post")] {
+    for (name, client, secret, method) in [
+        ("basic", "cc-basic", "cc-basic-secret", "client_secret_basic"),
+        ("post", "cc-post", "cc-post-secret", "client_secret_post"),
+    ] {
         let put = api
-            .put_json(&format!("/v1/connections/{name}"), json!({
+            .put_json(
+                &format!("/v1/connections/{name}"),
+                json!({
                 "grant": "client_credentials", "token_url": format!("{}/token", provider.base),
-                "client_id": client, "client_secret": secret, "scopes": ["read"], "auth_method": method }))
+                "client_id": client, "client_secret": secret, "scopes": ["read"], "auth_method": method }),
+            )
             .await;
         let shown = put.expect(200).clone();
         assert_eq!(shown["status"], "connected", "{shown}");
@@ -135,9 +145,12 @@ async fn client_credentials_fetch_one_token_per_lifetime(backing: Arc<Backing>) 
     assert!((4..=12).contains(&fetched), "{fetched} tokens for {runs} runs over two connections in 5 s");
     // A wrong secret: the connection says so, a step fails with class config and no retry.
     let bad = api
-        .put_json("/v1/connections/wrong", json!({
+        .put_json(
+            "/v1/connections/wrong",
+            json!({
             "grant": "client_credentials", "token_url": format!("{}/token", provider.base),
-            "client_id": "cc-basic", "client_secret": "not-the-secret" }))
+            "client_id": "cc-basic", "client_secret": "not-the-secret" }),
+        )
         .await;
     assert_eq!(bad.expect(200)["status"], "broken", "{}", bad.text);
     api.put_yaml("who-wrong", &whoami("who-wrong", "wrong", &provider)).await.expect(201);
@@ -169,16 +182,19 @@ async fn the_code_flow_connects_refreshes_once_and_notices_revocation(backing: A
     let public = reqwest::Client::new();
     let forged = public.get(format!("{callback}?state=forged&code=abc")).send().await.unwrap();
     assert_eq!(forged.status(), 400);
-    let start = api.post("/v1/connections/app/authorize", json!({})).await.expect(200)["url"].as_str().unwrap().to_string();
+    let start =
+        api.post("/v1/connections/app/authorize", json!({})).await.expect(200)["url"].as_str().unwrap().to_string();
     assert!(start.contains("code_challenge_method=S256") && start.contains("state="), "{start}");
     let state = start.split("state=").nth(1).and_then(|s| s.split('&').next()).unwrap().to_string();
-    let wrong_iss = public.get(format!("{callback}?state={state}&code=abc&iss=https%3A%2F%2Fevil.example")).send().await.unwrap();
+    let wrong_iss =
+        public.get(format!("{callback}?state={state}&code=abc&iss=https%3A%2F%2Fevil.example")).send().await.unwrap();
     assert_eq!(wrong_iss.status(), 400);
     assert_eq!(Provider::count(&provider.stats().await, "authorization_code"), 0);
     assert_eq!(api.get("/v1/connections/app").await.body["status"], "needs_authorization");
 
     // The real walk: login, consent, the redirect back to us with `code`, `state` and `iss`.
-    let start = api.post("/v1/connections/app/authorize", json!({})).await.expect(200)["url"].as_str().unwrap().to_string();
+    let start =
+        api.post("/v1/connections/app/authorize", json!({})).await.expect(200)["url"].as_str().unwrap().to_string();
     let back = walk(&start, &callback).await;
     assert!(back.contains("iss="), "the provider sends RFC 9207 iss: {back}");
     let done = public.get(&back).send().await.unwrap();
@@ -193,7 +209,12 @@ async fn the_code_flow_connects_refreshes_once_and_notices_revocation(backing: A
     let run = api.start("who", json!({})).await;
     assert_eq!(api.wait_run(&run).await["steps"]["call"]["output"]["body"]["account"], "ada");
 
-    // After the token expired, 20 runs at once: exactly one refresh, no revoked grant.
+    // After the token expired, 20 runs at once (on Redis spread over the workers of two servers): exactly
+    // one refresh, no revoked grant.
+    let _second = match backing.redis {
+        Some(_) => Some(Server::start(&backing).await),
+        None => None,
+    };
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
@@ -239,15 +260,21 @@ async fn a_failing_token_endpoint_is_retried_after_its_retry_after() {
     let server = Server::start(&backing).await;
     let api = server.api(&server.admin().tenant("acme", Value::Null).await);
     let peer = Peer::start().await;
-    peer.script("/token", [
-        Reply::status(503).header("retry-after", "1"),
-        Reply::status(503).header("retry-after", "1"),
-        Reply::json(200, json!({ "access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600 })),
-    ]);
+    peer.script(
+        "/token",
+        [
+            Reply::status(503).header("retry-after", "1"),
+            Reply::status(503).header("retry-after", "1"),
+            Reply::json(200, json!({ "access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600 })),
+        ],
+    );
     let put = api
-        .put_json("/v1/connections/flaky", json!({
+        .put_json(
+            "/v1/connections/flaky",
+            json!({
             "grant": "client_credentials", "token_url": format!("{}/token", peer.url),
-            "client_id": "c", "client_secret": "s" }))
+            "client_id": "c", "client_secret": "s" }),
+        )
         .await;
     put.expect(200);
     let p = format!(
