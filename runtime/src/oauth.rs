@@ -710,3 +710,69 @@ impl TokenSource for Connections {
         async move { self.access_token(tenant, connection, rejected).await.map_err(StepError::from) }.boxed()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+
+    fn connection(mgr: &Connections, tenant: &str, token_url: &str) -> Connection {
+        Connection {
+            name: "crm".into(),
+            grant: Grant::AuthorizationCode,
+            token_url: token_url.into(),
+            authorize_url: Some("https://auth.example.com/authorize".into()),
+            client_id: "c".into(),
+            client_secret_sealed: mgr.seal_secret(tenant, "crm", "s").unwrap_or_default(),
+            scopes: vec![],
+            auth_method: AuthMethod::ClientSecretBasic,
+            extra_params: BTreeMap::new(),
+            issuer: None,
+            status: Status::NeedsAuthorization,
+            tokens_sealed: None,
+            expires_at: None,
+            granted_scopes: None,
+            last_error: None,
+            updated_at: rfc3339(now_ms()),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_forged_and_replayed_callbacks_never_reach_the_provider() {
+        let dir = std::env::temp_dir().join(format!("sluice-oauth-unit-{}", ulid::Ulid::new()));
+        let store = Arc::new(SqliteStore::open(&dir).expect("store"));
+        let key = MasterKey::from_base64(&MasterKey::generate()).expect("key");
+        let mgr = Connections::new(store.clone(), key, reqwest::Client::new());
+        // A token endpoint that nobody serves: reaching it would answer `Provider`, not the refusals below.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
+        let c = connection(&mgr, "acme", &format!("http://{closed}/token"));
+        mgr.save("acme", &c).await.expect("save");
+        let (url, _) = mgr.authorize("acme", &c, "http://127.0.0.1:1/oauth/callback").await.expect("authorize");
+        assert!(url.contains("code_challenge_method=S256"));
+        let state = url.split("state=").nth(1).and_then(|s| s.split('&').next()).unwrap_or_default().to_string();
+        assert_eq!(mgr.callback("forged", Some("x"), None, None).await, Err(CallbackError::UnknownState));
+        // An issuer that is not the provider's.
+        let e = mgr.callback(&state, Some("x"), Some("https://evil.example"), None).await;
+        assert_eq!(e, Err(CallbackError::WrongIssuer("https://evil.example".into())));
+        // The state was taken by that attempt: replaying it finds nothing.
+        assert_eq!(mgr.callback(&state, Some("x"), None, None).await, Err(CallbackError::UnknownState));
+        // An authorization older than its lifetime.
+        let pending = Pending {
+            tenant: "acme".into(),
+            connection: "crm".into(),
+            verifier_sealed: String::new(),
+            redirect_uri: "http://127.0.0.1:1/oauth/callback".into(),
+            created_ms: now_ms() - AUTHORIZATION_TTL_MS - 1,
+        };
+        let doc = serde_json::to_string(&pending).unwrap_or_default();
+        store.put_authorization("old", &doc, 60_000).await.expect("put");
+        assert_eq!(mgr.callback("old", Some("x"), None, None).await, Err(CallbackError::Expired));
+        // A provider's refusal passed back by the browser.
+        let (url, _) = mgr.authorize("acme", &c, "http://127.0.0.1:1/oauth/callback").await.expect("authorize");
+        let state = url.split("state=").nth(1).and_then(|s| s.split('&').next()).unwrap_or_default().to_string();
+        let e = mgr.callback(&state, None, None, Some("access_denied")).await;
+        assert_eq!(e, Err(CallbackError::Denied("access_denied".into())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
