@@ -159,7 +159,8 @@ pub(crate) fn services(
     let metrics = Arc::new(Metrics::new());
     let secrets = Arc::new(StoreSecrets::new(catalog.clone(), key.clone()));
     let events = CatalogEvents::new(catalog.clone());
-    let connections = oauth_connections(catalog.clone(), key.clone(), config.egress, &events)?;
+    let egress = config.egress;
+    let connections = oauth_connections(catalog.clone(), key.clone(), egress, &events)?;
     let ex = Arc::new(
         Executor::new(store.clone(), sluice_connectors::connectors(), secrets.clone(), events.clone(), config)
             .map_err(anyhow::Error::msg)?
@@ -179,6 +180,7 @@ pub(crate) fn services(
         default_limits,
         metrics_token: std::env::var("SLUICE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
         connections: Some(connections),
+        egress,
         public_url,
     });
     Ok((state, ex))
@@ -193,7 +195,7 @@ pub(crate) fn oauth_connections(
     events: &Arc<CatalogEvents>,
 ) -> anyhow::Result<Arc<sluice_runtime::oauth::Connections>> {
     let http = sluice_connectors::egress::client(egress, false).map_err(anyhow::Error::msg)?;
-    let c = sluice_runtime::oauth::Connections::new(catalog, key, http);
+    let c = sluice_runtime::oauth::Connections::new(catalog, key, http, egress);
     let weak: std::sync::Weak<dyn sluice_runtime::Events> = Arc::downgrade(events) as _;
     c.bind_events(weak);
     Ok(c)

@@ -27,7 +27,15 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 /// How long a refresh may hold a connection's lock; one that takes longer loses it (and its write).
-pub const LOCK_MS: u64 = 15_000;
+pub const LOCK_MS: u64 = 30_000;
+/// The longest a token request may take: well inside the lock, so no second refresh starts while a first
+/// is still talking to the provider.
+pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest token response read.
+pub const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
+/// A cached token is checked against the store at least this often (a connection deleted, re-authorized
+/// or changed elsewhere stops being used within it).
+pub const CACHE_CHECK_MS: u64 = 10_000;
 /// How long an authorization (`POST .../authorize` to the callback) stays valid.
 pub const AUTHORIZATION_TTL_MS: u64 = 10 * 60 * 1000;
 /// A token is renewed this long before it expires (at most; a quarter of its lifetime for short ones).
@@ -112,6 +120,9 @@ pub struct Connection {
 pub struct Pending {
     pub tenant: String,
     pub connection: String,
+    /// The client the authorization was for.
+    #[serde(default)]
+    pub client_id: String,
     pub verifier_sealed: String,
     pub redirect_uri: String,
     pub created_ms: u64,
@@ -139,6 +150,15 @@ pub enum TokenError {
     Transient { class: ErrorClass, message: String, retry_after_ms: Option<u64> },
     /// The store failed.
     Store(String),
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenError::NeedsAuthorization(m) | TokenError::Broken(m) | TokenError::Store(m) => f.write_str(m),
+            TokenError::Transient { message, .. } => f.write_str(message),
+        }
+    }
 }
 
 impl From<TokenError> for StepError {
@@ -171,6 +191,7 @@ type TokenResult =
 /// `Retry-After` of the answer for classifying failures the crate does not.
 struct Sender {
     client: reqwest::Client,
+    egress: sluice_connectors::egress::Egress,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -180,8 +201,10 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Sender {
 
     fn call(&'c self, req: HttpRequest) -> Self::Future {
         async move {
-            let req = reqwest::Request::try_from(req).map_err(std::io::Error::other)?;
-            let resp = self.client.execute(req).await.map_err(std::io::Error::other)?;
+            let mut req = reqwest::Request::try_from(req).map_err(std::io::Error::other)?;
+            sluice_connectors::egress::check_url(req.url(), self.egress).map_err(std::io::Error::other)?;
+            *req.timeout_mut() = Some(TOKEN_REQUEST_TIMEOUT);
+            let mut resp = self.client.execute(req).await.map_err(std::io::Error::other)?;
             let status = resp.status();
             let mut out = http::Response::builder().status(status);
             for (k, v) in resp.headers() {
@@ -191,16 +214,22 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Sender {
                 s.status = Some(status.as_u16());
                 s.retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
             }
-            let body = resp.bytes().await.map_err(std::io::Error::other)?;
-            out.body(body.to_vec()).map_err(std::io::Error::other)
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(std::io::Error::other)? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_TOKEN_RESPONSE {
+                    return Err(std::io::Error::other("the token response is larger than 256 KiB"));
+                }
+            }
+            out.body(body).map_err(std::io::Error::other)
         }
         .boxed()
     }
 }
 
-fn sender(http: &reqwest::Client) -> (Sender, Arc<Mutex<Seen>>) {
+fn sender(http: &reqwest::Client, egress: sluice_connectors::egress::Egress) -> (Sender, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
-    (Sender { client: http.clone(), seen: seen.clone() }, seen)
+    (Sender { client: http.clone(), egress, seen: seen.clone() }, seen)
 }
 
 /// A token endpoint's answer, or why it failed: `invalid_grant` needs authorization again, other refusals
@@ -258,14 +287,33 @@ pub struct Connections {
     catalog: Arc<dyn Catalog>,
     key: MasterKey,
     http: reqwest::Client,
+    egress: sluice_connectors::egress::Egress,
     events: OnceLock<Weak<dyn Events>>,
-    /// `tenant/name` -> the access token and when to renew it.
-    cache: Mutex<HashMap<String, (String, u64)>>,
+    /// `tenant/name` -> the access token, when to renew it, and when it was last checked against the store.
+    cache: Mutex<HashMap<String, (String, u64, u64)>>,
+    /// `tenant/name` -> a failure of the token endpoint that asked to wait, and until when: steps waiting
+    /// on the same connection get it instead of calling the endpoint again.
+    backoff: Mutex<HashMap<String, (u64, TokenError)>>,
+    me: Weak<Connections>,
 }
 
 impl Connections {
-    pub fn new(catalog: Arc<dyn Catalog>, key: MasterKey, http: reqwest::Client) -> Arc<Connections> {
-        Arc::new(Connections { catalog, key, http, events: OnceLock::new(), cache: Mutex::new(HashMap::new()) })
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        key: MasterKey,
+        http: reqwest::Client,
+        egress: sluice_connectors::egress::Egress,
+    ) -> Arc<Connections> {
+        Arc::new_cyclic(|me| Connections {
+            catalog,
+            key,
+            http,
+            egress,
+            events: OnceLock::new(),
+            cache: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
     }
 
     /// Where `connection.needs_authorization` events go.
@@ -291,20 +339,59 @@ impl Connections {
         }
     }
 
-    /// Stores a connection (created or changed through the API), under its lock so no refresh overwrites it.
-    pub async fn save(&self, tenant: &str, conn: &Connection) -> Result<(), StoreError> {
+    /// Takes the connection's lock, waiting for a refresh in flight (at most `LOCK_MS`).
+    async fn lock_wait(&self, tenant: &str, name: &str) -> Result<String, StoreError> {
         let token = ulid::Ulid::new().to_string();
         for _ in 0..(LOCK_MS / 50) {
-            if self.catalog.lock(tenant, &conn.name, &token, LOCK_MS).await? {
-                break;
+            if self.catalog.lock(tenant, name, &token, LOCK_MS).await? {
+                return Ok(token);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let doc = serde_json::to_string(conn).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.catalog.put_connection(tenant, &conn.name, &doc).await?;
-        self.catalog.unlock(tenant, &conn.name, &token).await?;
+        Err(StoreError::Redis(format!("connection `{name}` stayed locked by a token refresh; try again")))
+    }
+
+    /// Stores a connection created or changed through the API, under its lock. With `keep`, the tokens
+    /// and status come from the stored copy read under the lock (a refresh that just rotated them is kept).
+    pub async fn save_config(
+        &self,
+        tenant: &str,
+        conn: &Connection,
+        keep: impl Fn(&Connection) -> bool,
+    ) -> Result<(), StoreError> {
+        let lock = self.lock_wait(tenant, &conn.name).await?;
+        let result = async {
+            let mut conn = conn.clone();
+            if let Some(fresh) = self.load(tenant, &conn.name).await? {
+                if keep(&fresh) {
+                    conn.tokens_sealed = fresh.tokens_sealed;
+                    conn.expires_at = fresh.expires_at;
+                    conn.granted_scopes = fresh.granted_scopes;
+                    conn.status = fresh.status;
+                    conn.last_error = fresh.last_error;
+                }
+            }
+            let doc = serde_json::to_string(&conn).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.catalog.put_connection(tenant, &conn.name, &doc).await
+        }
+        .await;
+        let _ = self.catalog.unlock(tenant, &conn.name, &lock).await;
         self.forget(tenant, &conn.name);
-        Ok(())
+        result
+    }
+
+    /// Stores a connection (the callback's tokens), under its lock.
+    pub async fn save(&self, tenant: &str, conn: &Connection) -> Result<(), StoreError> {
+        self.save_config(tenant, conn, |_| false).await
+    }
+
+    /// Deletes a connection under its lock (a refresh in flight cannot bring it back).
+    pub async fn delete(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let lock = self.lock_wait(tenant, name).await?;
+        let r = self.catalog.delete_connection(tenant, name).await;
+        let _ = self.catalog.unlock(tenant, name, &lock).await;
+        self.forget(tenant, name);
+        r
     }
 
     pub fn forget(&self, tenant: &str, name: &str) {
@@ -332,7 +419,8 @@ impl Connections {
                 let life = exp.saturating_sub(t.obtained_ms);
                 exp.saturating_sub(RENEW_BEFORE_MS.min(life / 4))
             }
-            None => u64::MAX,
+            // The provider did not say: renewed after an hour (or sooner, on a 401).
+            None => t.obtained_ms.saturating_add(3_600_000),
         }
     }
 
@@ -360,8 +448,9 @@ impl Connections {
     /// A valid access token (see [`TokenSource`]).
     pub async fn access_token(&self, tenant: &str, name: &str, rejected: Option<&str>) -> Result<String, TokenError> {
         let key = format!("{tenant}/{name}");
-        if let Some((tok, renew)) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            if renew > now_ms() && rejected != Some(tok.as_str()) {
+        let now = now_ms();
+        if let Some((tok, renew, checked)) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            if renew > now && rejected != Some(tok.as_str()) && now.saturating_sub(checked) < CACHE_CHECK_MS {
                 return Ok(tok);
             }
         }
@@ -370,7 +459,6 @@ impl Connections {
                 "this tenant has no OAuth2 connection named `{name}`; create it with PUT /v1/connections/{name}"
             ))
         };
-        let lock = ulid::Ulid::new().to_string();
         let deadline = now_ms() + LOCK_MS + 5_000;
         loop {
             let c = self.load(tenant, name).await?.ok_or_else(missing)?;
@@ -378,16 +466,27 @@ impl Connections {
                 self.remember(&key, &tok, renew);
                 return Ok(tok);
             }
-            if c.status != Status::Connected
-                && !(c.grant == Grant::ClientCredentials && c.status == Status::NeedsAuthorization)
-            {
+            if c.status != Status::Connected {
                 return Err(Self::not_connected(&c));
             }
+            if let Some((until, e)) = self.backoff.lock().ok().and_then(|b| b.get(&key).cloned()) {
+                if until > now_ms() {
+                    return Err(e);
+                }
+            }
+            let lock = ulid::Ulid::new().to_string();
             if self.catalog.lock(tenant, name, &lock, LOCK_MS).await? {
-                // Ours: read again (a refresh may have landed just before), then renew once.
-                let result = self.renew(tenant, name, &lock, rejected).await;
-                let _ = self.catalog.unlock(tenant, name, &lock).await;
-                let (tok, renew) = result?;
+                // Ours. The refresh runs as a task of its own: a step that is cancelled (its timeout, a lost
+                // lease) cannot drop a rotated refresh token half-way; it is stored either way.
+                let me = self.me.upgrade().ok_or_else(|| TokenError::Store("shutting down".into()))?;
+                let (t, n, r) = (tenant.to_string(), name.to_string(), rejected.map(str::to_string));
+                let task = tokio::spawn(async move {
+                    let result = me.renew(&t, &n, &lock, r.as_deref()).await;
+                    let _ = me.catalog.unlock(&t, &n, &lock).await;
+                    result
+                });
+                let (tok, renew) =
+                    task.await.map_err(|e| TokenError::Store(format!("the refresh task failed: {e}")))??;
                 self.remember(&key, &tok, renew);
                 return Ok(tok);
             }
@@ -408,7 +507,7 @@ impl Connections {
             if c.len() > 10_000 {
                 c.clear();
             }
-            c.insert(key.to_string(), (tok.to_string(), renew));
+            c.insert(key.to_string(), (tok.to_string(), renew, now_ms()));
         }
     }
 
@@ -459,6 +558,10 @@ impl Connections {
             }
             Err(e @ (TokenError::NeedsAuthorization(_) | TokenError::Broken(_))) => {
                 let (status, msg) = match &e {
+                    // No user can authorize a client-credentials connection again: its client is refused.
+                    TokenError::NeedsAuthorization(m) if c.grant == Grant::ClientCredentials => {
+                        (Status::Broken, m.clone())
+                    }
                     TokenError::NeedsAuthorization(m) => (Status::NeedsAuthorization, m.clone()),
                     TokenError::Broken(m) => (Status::Broken, m.clone()),
                     _ => (Status::Broken, String::new()),
@@ -476,7 +579,17 @@ impl Connections {
                 }
                 Err(e)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                // The endpoint failed for now: steps of this process waiting on it fail the same way until it
+                // said to wait (or a second), each by its own retry policy, instead of calling it again.
+                if let TokenError::Transient { retry_after_ms, .. } = &e {
+                    let until = now_ms() + retry_after_ms.unwrap_or(1_000).min(60_000);
+                    if let Ok(mut b) = self.backoff.lock() {
+                        b.insert(format!("{tenant}/{name}"), (until, e.clone()));
+                    }
+                }
+                Err(e)
+            }
         }
     }
 
@@ -508,7 +621,8 @@ impl Connections {
         Tokens {
             access: r.access_token().secret().clone(),
             refresh: r.refresh_token().map(|t| t.secret().clone()),
-            expires_ms: r.expires_in().map(|d| now + d.as_millis() as u64),
+            // At most a year: a provider's huge `expires_in` neither overflows nor keeps a token forever.
+            expires_ms: r.expires_in().map(|d| now.saturating_add((d.as_millis() as u64).min(365 * 24 * 3_600_000))),
             obtained_ms: now,
         }
     }
@@ -534,7 +648,7 @@ impl Connections {
             for (k, v) in &c.extra_params {
                 req = req.add_extra_param(k.clone(), v.clone());
             }
-            let (send, seen) = sender(&self.http);
+            let (send, seen) = sender(&self.http, self.egress);
             let r = classify(&c.name, &seen, req.request_async(&send).await)?;
             Ok(Self::to_tokens(&r))
         }
@@ -553,7 +667,7 @@ impl Connections {
                 .set_token_uri(url("token_url", &c.token_url, TokenUrl::new)?)
                 .set_auth_type(Self::auth_type(c));
             let token = RefreshToken::new(refresh.to_string());
-            let (send, seen) = sender(&self.http);
+            let (send, seen) = sender(&self.http, self.egress);
             let r = classify(&c.name, &seen, client.exchange_refresh_token(&token).request_async(&send).await)?;
             Ok(Self::to_tokens(&r))
         }
@@ -589,6 +703,7 @@ impl Connections {
         let pending = Pending {
             tenant: tenant.to_string(),
             connection: c.name.clone(),
+            client_id: c.client_id.clone(),
             verifier_sealed: self
                 .key
                 .seal(&format!("oauth-state/{}", state.secret()), verifier.secret())
@@ -622,11 +737,20 @@ impl Connections {
             .await
             .map_err(|e| CallbackError::Store(e.to_string()))?
             .ok_or(CallbackError::UnknownState)?;
-        let expected_iss = c.issuer.clone().or_else(|| {
-            c.authorize_url.as_deref().and_then(|u| url::Url::parse(u).ok()).map(|u| u.origin().ascii_serialization())
-        });
-        if let (Some(iss), Some(want)) = (iss, expected_iss.as_deref()) {
-            if iss.trim_end_matches('/') != want.trim_end_matches('/') {
+        if c.grant != Grant::AuthorizationCode || c.client_id != p.client_id {
+            // Deleted and made again (another client) since this authorization began.
+            return Err(CallbackError::UnknownState);
+        }
+        // RFC 9207: the configured issuer exactly; else the issuer must be where the authorize URL lives
+        // (`https://kc/realms/x` for `https://kc/realms/x/protocol/openid-connect/auth`).
+        if let Some(iss) = iss {
+            let iss_t = iss.trim_end_matches('/');
+            let ok = match (&c.issuer, &c.authorize_url) {
+                (Some(want), _) => iss_t == want.trim_end_matches('/'),
+                (None, Some(auth)) => auth == iss_t || auth.starts_with(&format!("{iss_t}/")),
+                (None, None) => false,
+            };
+            if !ok {
                 return Err(CallbackError::WrongIssuer(iss.to_string()));
             }
         }
@@ -650,7 +774,7 @@ impl Connections {
             )
             .set_auth_type(Self::auth_type(&c));
         let code = AuthorizationCode::new(code.to_string());
-        let (send, seen) = sender(&self.http);
+        let (send, seen) = sender(&self.http, self.egress);
         let sent =
             client.exchange_code(code).set_pkce_verifier(PkceCodeVerifier::new(verifier)).request_async(&send).await;
         let r = classify(&c.name, &seen, sent).map_err(|e| {
@@ -743,7 +867,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-oauth-unit-{}", ulid::Ulid::new()));
         let store = Arc::new(SqliteStore::open(&dir).expect("store"));
         let key = MasterKey::from_base64(&MasterKey::generate()).expect("key");
-        let mgr = Connections::new(store.clone(), key, reqwest::Client::new());
+        let mgr = Connections::new(
+            store.clone(),
+            key,
+            reqwest::Client::new(),
+            sluice_connectors::egress::Egress::AllowPrivate,
+        );
         // A token endpoint that nobody serves: reaching it would answer `Provider`, not the refusals below.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
         let c = connection(&mgr, "acme", &format!("http://{closed}/token"));
@@ -761,6 +890,7 @@ mod tests {
         let pending = Pending {
             tenant: "acme".into(),
             connection: "crm".into(),
+            client_id: "c".into(),
             verifier_sealed: String::new(),
             redirect_uri: "http://127.0.0.1:1/oauth/callback".into(),
             created_ms: now_ms() - AUTHORIZATION_TTL_MS - 1,

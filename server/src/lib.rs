@@ -48,6 +48,8 @@ pub struct Services {
     pub metrics_token: Option<String>,
     /// OAuth2 connections (tokens for steps, the authorization flow).
     pub connections: Option<Arc<sluice_runtime::oauth::Connections>>,
+    /// Where outbound requests may go (token endpoints included).
+    pub egress: sluice_connectors::egress::Egress,
     /// The server's address as providers' redirects reach it (`--public-url`): the callback is
     /// `<public_url>/oauth/callback`.
     pub public_url: String,

@@ -15,7 +15,7 @@ const GENERATION: &str = "sl:{g}:catalog-gen";
 
 static PUT_LOCKED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1 end return 0",
+        "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1 end return 0",
     )
 });
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
@@ -361,15 +361,18 @@ impl Catalog for RedisStore {
     }
 
     async fn lock(&self, tenant: &str, name: &str, token: &str, ttl_ms: u64) -> Result<bool> {
+        // Not retried: a lost reply would make a second try see its own lock as someone else's.
         let key = Keys::new(tenant).connection_lock(name);
-        let got: Option<String> = self
-            .idempotent(|mut c| {
-                let key = key.clone();
-                async move {
-                    redis::cmd("SET").arg(key).arg(token).arg("NX").arg("PX").arg(ttl_ms).query_async(&mut c).await
-                }
-            })
-            .await?;
+        let mut c = self.conn.clone();
+        let got: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut c)
+            .await
+            .map_err(err)?;
         Ok(got.is_some())
     }
 

@@ -411,8 +411,14 @@ impl Catalog for SqliteStore {
         if !self.holds(tenant, name, token) {
             return Ok(false);
         }
-        self.put_connection(tenant, name, doc).await?;
-        Ok(true)
+        // An update only: a connection deleted meanwhile stays deleted.
+        let (t, n, d) = (tenant.to_string(), name.to_string(), doc.to_string());
+        self.with(move |c| {
+            c.execute("UPDATE connections SET doc = ?3 WHERE tenant = ?1 AND name = ?2", params![t, n, d])
+                .map(|n| n > 0)
+                .map_err(err)
+        })
+        .await
     }
 
     async fn lock(&self, tenant: &str, name: &str, token: &str, ttl_ms: u64) -> Result<bool> {

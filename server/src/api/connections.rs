@@ -97,7 +97,7 @@ fn connections(state: &Shared) -> ApiResult<&sluice_runtime::oauth::Connections>
 fn token_error(e: TokenError) -> ApiError {
     match e {
         TokenError::Store(m) => ApiError::internal(m),
-        other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "connection_failed", format!("{other:?}")),
+        other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "connection_failed", other.to_string()),
     }
 }
 
@@ -131,9 +131,15 @@ pub async fn put(
             "`client_id` and `client_secret` must be set (a secret of at most 4096 bytes)",
         ));
     }
-    let old = mgr.load(&t.id, &name).await?;
+    // The egress guard applies to token requests too: a private address is refused here already.
+    for u in [Some(&c.token_url), c.authorize_url.as_ref()].into_iter().flatten() {
+        if let Ok(parsed) = url::Url::parse(u) {
+            sluice_connectors::egress::check_url(&parsed, state.s.egress)
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_connection", e))?;
+        }
+    }
     let sealed = mgr.seal_secret(&t.id, &name, &c.client_secret).map_err(ApiError::internal)?;
-    let mut conn = Connection {
+    let conn = Connection {
         name: name.clone(),
         grant: c.grant,
         token_url: c.token_url,
@@ -154,26 +160,24 @@ pub async fn put(
         last_error: None,
         updated_at: now_rfc3339(),
     };
-    // The same provider, client and scopes: the tokens it has stay (a re-sync does not disconnect).
-    if let Some(old) = old {
-        let same = old.grant == conn.grant
-            && old.token_url == conn.token_url
-            && old.client_id == conn.client_id
-            && old.scopes == conn.scopes
-            && mgr.same_secret(&t.id, &old, &c.client_secret);
-        if same {
-            conn.tokens_sealed = old.tokens_sealed;
-            conn.expires_at = old.expires_at;
-            conn.granted_scopes = old.granted_scopes;
-            conn.status = old.status;
-            conn.last_error = old.last_error;
-        }
-    }
-    mgr.save(&t.id, &conn).await?;
-    if conn.grant == Grant::ClientCredentials && conn.tokens_sealed.is_none() {
+    // The same provider, client, secret and scopes: the tokens it has stay (a re-sync does not disconnect),
+    // read under the connection's lock so a refresh that just rotated them is kept. A broken connection
+    // is tried afresh.
+    let secret = c.client_secret.clone();
+    let (tenant, probe) = (t.id.clone(), conn.clone());
+    mgr.save_config(&t.id, &conn, |old| {
+        old.status != Status::Broken
+            && old.grant == probe.grant
+            && old.token_url == probe.token_url
+            && old.client_id == probe.client_id
+            && old.scopes == probe.scopes
+            && mgr.same_secret(&tenant, old, &secret)
+    })
+    .await?;
+    if conn.grant == Grant::ClientCredentials {
         // The first token now: a wrong secret or URL shows at once (the connection says `broken`).
         if let Err(e) = mgr.access_token(&t.id, &name, None).await {
-            tracing::warn!(tenant = %t.id, connection = %name, "first token: {e:?}");
+            tracing::warn!(tenant = %t.id, connection = %name, "first token: {e}");
         }
     }
     let now = mgr.load(&t.id, &name).await?.ok_or_else(|| ApiError::not_found("the connection"))?;
@@ -211,10 +215,9 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     check_name("connection", &name, false).map_err(|_| ApiError::not_found("the connection"))?;
     let mgr = connections(&state)?;
-    if !state.s.catalog.delete_connection(&t.id, &name).await? {
+    if !mgr.delete(&t.id, &name).await? {
         return Err(ApiError::not_found("the connection"));
     }
-    mgr.forget(&t.id, &name);
     Ok(StatusCode::NO_CONTENT)
 }
 
