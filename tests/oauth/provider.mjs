@@ -44,11 +44,14 @@ provider.proxy = false;
 // Token requests, counted per grant type, for the tests (GET /_stats).
 const stats = {};
 const grants = new Set();
+const accessTokens = [];
 provider.on('grant.success', (ctx) => {
   const t = ctx.oidc.params.grant_type;
   stats[t] = (stats[t] || 0) + 1;
   const g = ctx.oidc.entities.Grant;
   if (g) grants.add(g.jti);
+  const at = ctx.oidc.entities.AccessToken;
+  if (at) accessTokens.push(at);
 });
 provider.on('authorization.success', (ctx) => {
   const g = ctx.oidc.entities.Grant;
@@ -63,6 +66,12 @@ provider.on('grant.error', (ctx, err) => {
 provider.use(async (ctx, next) => {
   if (ctx.path === '/_stats') { ctx.body = stats; return; }
   // The user revokes access at the provider: every grant goes (its refresh tokens stop working).
+  // Access tokens die early (revoked, or the provider restarted): the API answers 401 until refreshed.
+  if (ctx.path === '/_revoke_access') {
+    for (const at of accessTokens.splice(0)) await at.destroy();
+    ctx.body = { revoked: true };
+    return;
+  }
   if (ctx.path === '/_revoke_all') {
     for (const id of grants) {
       const g = await provider.Grant.find(id);

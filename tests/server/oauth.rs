@@ -209,6 +209,24 @@ async fn the_code_flow_connects_refreshes_once_and_notices_revocation(backing: A
     let run = api.start("who", json!({})).await;
     assert_eq!(api.wait_run(&run).await["steps"]["call"]["output"]["body"]["account"], "ada");
 
+    // The access token dies early: 10 runs at once each get a 401, and one refresh serves them all.
+    reqwest::get(format!("{}/_revoke_access", provider.base)).await.unwrap();
+    let before = Provider::count(&provider.stats().await, "refresh_token");
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(api.start("who", json!({})).await);
+    }
+    for id in &ids {
+        let rec = api.wait_run(id).await;
+        assert_eq!(rec["status"], "succeeded", "{rec}");
+        assert_eq!(
+            rec["steps"]["call"]["attempts"].as_array().map(Vec::len),
+            Some(1),
+            "one attempt: refreshed and retried inside it"
+        );
+    }
+    assert_eq!(Provider::count(&provider.stats().await, "refresh_token") - before, 1);
+
     // After the token expired, 20 runs at once (on Redis spread over the workers of two servers): exactly
     // one refresh, no revoked grant.
     let _second = match backing.redis {
@@ -225,7 +243,7 @@ async fn the_code_flow_connects_refreshes_once_and_notices_revocation(backing: A
         assert_eq!(rec["status"], "succeeded", "{rec}");
     }
     let stats = provider.stats().await;
-    assert_eq!(Provider::count(&stats, "refresh_token"), 1, "{stats}");
+    assert_eq!(Provider::count(&stats, "refresh_token"), 2, "one refresh after the 401s, one after expiry: {stats}");
     assert!(stats.as_object().unwrap().keys().all(|k| !k.starts_with("error:")), "{stats}");
 
     // The user revokes access at the provider: the next refresh is refused, the connection needs
