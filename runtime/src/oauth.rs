@@ -400,6 +400,15 @@ impl Connections {
         }
     }
 
+    /// The token endpoint passes the egress guard (a private or metadata address is a configuration
+    /// mistake, not worth a retry).
+    fn allowed(&self, c: &Connection) -> Result<(), TokenError> {
+        let u = url::Url::parse(&c.token_url)
+            .map_err(|e| TokenError::Broken(format!("connection `{}`: `token_url` is not a valid URL: {e}", c.name)))?;
+        sluice_connectors::egress::check_url(&u, self.egress)
+            .map_err(|e| TokenError::Broken(format!("connection `{}`: {e}", c.name)))
+    }
+
     fn client_secret(&self, tenant: &str, c: &Connection) -> Result<String, TokenError> {
         self.key
             .open(&owner(tenant, &c.name, "client_secret"), &c.client_secret_sealed)
@@ -526,15 +535,19 @@ impl Connections {
         if let Some(found) = self.usable(tenant, &c, rejected) {
             return Ok(found);
         }
-        let secret = self.client_secret(tenant, &c)?;
         let old = self.tokens(tenant, &c);
-        let result = match c.grant {
-            Grant::ClientCredentials => self.client_credentials(&c, &secret).await,
-            Grant::AuthorizationCode => match old.as_ref().and_then(|t| t.refresh.clone()) {
-                Some(refresh) => self.refresh(&c, &secret, &refresh).await,
-                None => Err(TokenError::NeedsAuthorization(format!(
-                    "connection `{name}`'s token expired and the provider gave no refresh token; authorize again"
-                ))),
+        // A refused URL or a secret that does not open is the connection's state too (broken), not only
+        // this step's error.
+        let result = match self.allowed(&c).and_then(|()| self.client_secret(tenant, &c)) {
+            Err(e) => Err(e),
+            Ok(secret) => match c.grant {
+                Grant::ClientCredentials => self.client_credentials(&c, &secret).await,
+                Grant::AuthorizationCode => match old.as_ref().and_then(|t| t.refresh.clone()) {
+                    Some(refresh) => self.refresh(&c, &secret, &refresh).await,
+                    None => Err(TokenError::NeedsAuthorization(format!(
+                        "connection `{name}`'s token expired and the provider gave no refresh token; authorize again"
+                    ))),
+                },
             },
         };
         match result {
@@ -762,7 +775,8 @@ impl Connections {
             .key
             .open(&format!("oauth-state/{state}"), &p.verifier_sealed)
             .map_err(|_| CallbackError::UnknownState)?;
-        let secret = self.client_secret(&p.tenant, &c).map_err(|e| CallbackError::Provider(format!("{e:?}")))?;
+        self.allowed(&c).map_err(|e| CallbackError::Provider(e.to_string()))?;
+        let secret = self.client_secret(&p.tenant, &c).map_err(|e| CallbackError::Provider(e.to_string()))?;
         let client = BasicClient::new(ClientId::new(c.client_id.clone()))
             .set_client_secret(ClientSecret::new(secret))
             .set_token_uri(
@@ -903,6 +917,22 @@ mod tests {
         let state = url.split("state=").nth(1).and_then(|s| s.split('&').next()).unwrap_or_default().to_string();
         let e = mgr.callback(&state, None, None, Some("access_denied")).await;
         assert_eq!(e, Err(CallbackError::Denied("access_denied".into())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn token_endpoints_pass_the_egress_guard() {
+        let dir = std::env::temp_dir().join(format!("sluice-oauth-unit-{}", ulid::Ulid::new()));
+        let store = Arc::new(SqliteStore::open(&dir).expect("store"));
+        let key = MasterKey::from_base64(&MasterKey::generate()).expect("key");
+        let mgr = Connections::new(store, key, reqwest::Client::new(), sluice_connectors::egress::Egress::PublicOnly);
+        let mut c = connection(&mgr, "acme", "http://169.254.169.254/token");
+        c.grant = Grant::ClientCredentials;
+        c.status = Status::Connected;
+        mgr.save("acme", &c).await.expect("save");
+        let e = mgr.access_token("acme", "crm", None).await;
+        assert!(matches!(&e, Err(TokenError::Broken(m)) if m.contains("169.254.169.254")), "{e:?}");
+        assert_eq!(mgr.load("acme", "crm").await.expect("load").map(|c| c.status), Some(Status::Broken));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
