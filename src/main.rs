@@ -50,6 +50,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Step workers only, on a shared Redis, for scale-out.
     Worker(worker::WorkerArgs),
+    /// Make a tenant's pipelines on a server equal to a folder, all at once (`--plan` only shows it).
+    Sync(sync::SyncArgs),
     /// Drive a standard workload through the real engine and report throughput, latency and store commands.
     Bench(bench::BenchArgs),
 }
@@ -58,6 +60,7 @@ mod bench;
 mod bench_server;
 mod run;
 mod serve;
+mod sync;
 mod worker;
 
 /// Log lines on standard error; `RUST_LOG` picks what is shown, else `default`.
@@ -135,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&validator, args),
         Command::Serve(args) => serve::run(validator, args),
         Command::Worker(args) => worker::run(args),
+        Command::Sync(args) => sync::run(&validator, args),
         Command::Bench(args) => bench::run(&validator, args),
         Command::Graph { file, format } => {
             let (name, src) = match read_one(&file)? {

@@ -51,8 +51,12 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))
 }
 
-/// The calling tenant, its rate limit passed.
+/// The calling tenant, its rate limit passed. The key's id goes into the request's extensions as [`KeyId`].
 pub struct TenantAuth(pub Arc<Tenant>);
+
+/// The id of the API key a request came with (a version's author).
+#[derive(Clone, Debug)]
+pub struct KeyId(pub String);
 
 impl FromRequestParts<Shared> for TenantAuth {
     type Rejection = ApiError;
@@ -62,9 +66,10 @@ impl FromRequestParts<Shared> for TenantAuth {
         if !key.starts_with("sk_") || key.len() > 200 {
             return Err(wrong());
         }
-        let owner = cache::key_owner(state, &key_hash(key)).await?.ok_or_else(wrong)?;
+        let (owner, key_id) = cache::key_owner(state, &key_hash(key)).await?.ok_or_else(wrong)?;
         let tenant = cache::tenant(state, &owner).await?.ok_or_else(wrong)?;
         limit_requests(state, &tenant, "api").await?;
+        parts.extensions.insert(KeyId(key_id));
         Ok(TenantAuth(tenant))
     }
 }

@@ -44,7 +44,7 @@ pub struct Cache {
     generation: AtomicU64,
     /// Counts clears: a read that started before a clear must not store what it read.
     epoch: AtomicU64,
-    owners: Timed<Option<String>>,
+    owners: Timed<Option<(String, String)>>,
     tenants: Timed<Option<Arc<Tenant>>>,
     pipelines: Timed<Arc<TenantPipelines>>,
 }
@@ -91,13 +91,13 @@ impl Cache {
     }
 }
 
-/// The tenant owning an API key (by its hash).
-pub async fn key_owner(state: &Shared, hash: &str) -> Result<Option<String>, StoreError> {
+/// The tenant owning an API key (by its hash), and the key's id.
+pub async fn key_owner(state: &Shared, hash: &str) -> Result<Option<(String, String)>, StoreError> {
     if let Some(v) = get(&state.cache.owners, hash) {
         return Ok(v);
     }
     let epoch = state.cache.epoch.load(Ordering::SeqCst);
-    let owner = state.s.catalog.key_owner(hash).await?.map(|(t, _)| t);
+    let owner = state.s.catalog.key_owner(hash).await?;
     put(&state.cache, epoch, &state.cache.owners, hash, owner.clone());
     Ok(owner)
 }

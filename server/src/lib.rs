@@ -80,11 +80,15 @@ impl AppState {
 
 /// Every route of SPEC section 9.
 pub fn router(state: Shared) -> Router {
-    use api::{admin, connections, hooks, ops, pipelines, runs, secrets};
+    use api::{admin, connections, hooks, ops, pipelines, runs, secrets, sync};
     let v1 = Router::new()
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{name}", put(pipelines::put).get(pipelines::get).delete(pipelines::delete))
         .route("/pipelines/{name}/runs", post(runs::start))
+        .route("/pipelines/{name}/versions", get(sync::versions))
+        .route("/pipelines/{name}/diff", get(sync::diff_versions))
+        .route("/pipelines/{name}/rollback", post(sync::rollback))
+        .route("/sync", post(sync::sync))
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))

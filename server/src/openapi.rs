@@ -65,6 +65,7 @@ impl Modify for Security {
     info(title = "Sluice", description = "Declarative, multi-tenant pipeline runner for API integrations. Every error answers `{\"error\": {\"code\", \"message\"}}`."),
     paths(
         api::pipelines::put, api::pipelines::get, api::pipelines::list, api::pipelines::delete,
+        api::sync::sync, api::sync::versions, api::sync::diff_versions, api::sync::rollback,
         api::runs::start, api::runs::list, api::runs::get, api::runs::cancel, api::runs::retry,
         api::runs::dead_letters, api::runs::replay,
         api::secrets::put, api::secrets::list, api::secrets::delete,

@@ -16,3 +16,4 @@ mod lifecycle;
 mod limits;
 mod oauth;
 mod schedules;
+mod sync;

@@ -60,8 +60,15 @@ pub struct PipelineVersion {
     /// The compiled plan (`sluice_engine::compile::Plan` as JSON).
     pub plan: serde_json::Value,
     pub created_at: String,
-    /// `api`, or `folder` (loaded from the `--pipelines` folder, and deleted when its file goes).
+    /// `api`, `folder` (loaded from the `--pipelines` folder, and deleted when its file goes) or `sync`
+    /// (applied by `sluice sync`: managed by git, so API edits are refused unless forced).
     pub origin: String,
+    /// The API key id that made this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The git commit `sluice sync` applied it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// What a PUT of a pipeline did.
@@ -74,6 +81,24 @@ pub enum Put {
     /// `(path, pipeline)`: a webhook path of this pipeline belongs to another pipeline of the tenant; nothing
     /// changed.
     PathTaken(String, String),
+}
+
+/// One change of a bulk apply (`sluice sync`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BulkOp {
+    Put(Box<PipelineVersion>),
+    Delete(String),
+}
+
+/// What a bulk apply did: all of it, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Each pipeline and what happened to it (`None`: deleted).
+    Done(Vec<(String, Option<Put>)>),
+    /// A pipeline's version is not the one the plan saw (`None`: absent): nothing changed.
+    Moved { name: String, expected: Option<u32>, found: Option<u32> },
+    /// A webhook path is another pipeline's: nothing changed.
+    PathTaken { name: String, path: String, owner: String },
 }
 
 /// Versions kept per pipeline; older ones are deleted (runs keep their own copy of the plan).
@@ -111,6 +136,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// paths is another pipeline's (checked in the same atomic step). Versions only grow: a pipeline deleted
     /// and put again continues its numbering; the last [`VERSIONS_KEPT`] are kept.
     async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put>;
+    /// Applies puts and deletes all at once, or nothing: only when every pipeline in `expected` is at the
+    /// given latest version (`None`: absent), and no webhook path conflicts.
+    async fn apply(&self, tenant: &str, ops: &[BulkOp], expected: &[(String, Option<u32>)]) -> Result<Applied>;
+
     /// A version of a pipeline (the latest when `None`); a deleted pipeline has none.
     async fn pipeline(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<Option<PipelineVersion>>;
     /// The latest version of every pipeline of the tenant, by name.

@@ -2,7 +2,7 @@
 //! index (key hash -> tenant) and the generation counter are the global keys (`{g}`), touched by admin
 //! operations and lookups only.
 
-use super::{ApiKey, Catalog, PipelineVersion, Put, Tenant};
+use super::{ApiKey, Applied, BulkOp, Catalog, PipelineVersion, Put, Tenant};
 use crate::store::redis::{err, parse, Keys, RedisStore, ACTIVE, DUE, TENANTS};
 use crate::store::{Result, StoreError};
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ static PUT_LOCKED: LazyLock<Script> = LazyLock::new(|| {
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 });
+static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../store/lua/apply.lua")));
 static PUT_PIPELINE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../store/lua/put_pipeline.lua")));
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -204,6 +205,74 @@ impl Catalog for RedisStore {
             0 => Ok(Put::Unchanged(u32::try_from(num(out.get(1))?).unwrap_or(0))),
             _ => Ok(Put::PathTaken(text(out.get(1)), text(out.get(2)))),
         }
+    }
+
+    async fn apply(&self, tenant: &str, ops: &[BulkOp], expected: &[(String, Option<u32>)]) -> Result<Applied> {
+        let k = Keys::new(tenant);
+        let mut inv = APPLY.prepare_invoke();
+        inv.key(k.heads()).key(k.counters()).key(k.hook_paths());
+        inv.arg(super::VERSIONS_KEPT).arg(expected.len());
+        for (name, v) in expected {
+            inv.arg(name).arg(v.map(|v| v.to_string()).unwrap_or_default());
+        }
+        inv.arg(ops.len());
+        for op in ops {
+            match op {
+                BulkOp::Put(p) => {
+                    let doc = json(&PipelineVersion { version: 0, ..(**p).clone() })?;
+                    let paths = p.webhook_paths();
+                    inv.key(k.versions(&p.name)).key(k.latest_hash(&p.name));
+                    inv.arg("put").arg(&p.name).arg(format!("{}\t{}", p.hash, p.origin)).arg(doc).arg(paths.len());
+                    for path in &paths {
+                        inv.arg(path);
+                    }
+                }
+                BulkOp::Delete(name) => {
+                    inv.key(k.versions(name)).key(k.latest_hash(name));
+                    inv.arg("del").arg(name).arg("").arg("").arg(0);
+                }
+            }
+        }
+        let mut c = self.conn.clone();
+        let out: Vec<redis::Value> = inv.invoke_async(&mut c).await.map_err(err)?;
+        let text = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).to_string(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let num = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        };
+        let applied = match text(out.first()).as_str() {
+            "moved" => {
+                let found = text(out.get(2));
+                Applied::Moved {
+                    name: text(out.get(1)),
+                    expected: expected.iter().find(|(n, _)| *n == text(out.get(1))).and_then(|(_, v)| *v),
+                    found: found.parse().ok(),
+                }
+            }
+            "path" => Applied::PathTaken { name: text(out.get(1)), path: text(out.get(2)), owner: text(out.get(3)) },
+            _ => {
+                let mut done = Vec::new();
+                for chunk in out.get(1..).unwrap_or(&[]).chunks(3) {
+                    let (name, code, v) = (text(chunk.first()), num(chunk.get(1)), num(chunk.get(2)));
+                    let v = u32::try_from(v).unwrap_or(0);
+                    done.push((
+                        name,
+                        match code {
+                            1 => Some(Put::Created(v)),
+                            0 => Some(Put::Unchanged(v)),
+                            _ => None,
+                        },
+                    ));
+                }
+                Applied::Done(done)
+            }
+        };
+        self.bump().await?;
+        Ok(applied)
     }
 
     async fn pipeline(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<Option<PipelineVersion>> {

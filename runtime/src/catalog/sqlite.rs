@@ -1,6 +1,6 @@
 //! The catalog on the embedded store: tables beside the runs, in the same file.
 
-use super::{ApiKey, Catalog, PipelineVersion, Put, Tenant};
+use super::{ApiKey, Applied, BulkOp, Catalog, PipelineVersion, Put, Tenant};
 use crate::store::sqlite::{err, json, parse, SqliteStore};
 use crate::store::Result;
 use async_trait::async_trait;
@@ -39,6 +39,78 @@ fn bump(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     )
     .map_err(err)?;
     Ok(())
+}
+
+/// A new version of a pipeline inside the caller's transaction (see [`Catalog::put_pipeline`]).
+fn put_in(tx: &Connection, tenant: &str, p: &PipelineVersion) -> Result<Put> {
+    let paths = p.webhook_paths();
+    for path in &paths {
+        let owner: Option<String> = tx
+            .query_row("SELECT name FROM hook_paths WHERE tenant = ?1 AND path = ?2", params![tenant, path], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)?;
+        if let Some(owner) = owner.filter(|o| *o != p.name) {
+            return Ok(Put::PathTaken(path.clone(), owner));
+        }
+    }
+    let head: Option<(u32, bool)> = tx
+        .query_row("SELECT latest, live FROM pipelines WHERE tenant = ?1 AND name = ?2", params![tenant, p.name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(err)?;
+    if let Some((latest, true)) = head {
+        let doc: Option<String> = tx
+            .query_row(
+                "SELECT doc FROM pipeline_versions WHERE tenant = ?1 AND name = ?2 AND version = ?3",
+                params![tenant, p.name, latest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some(doc) = doc {
+            let old: PipelineVersion = parse(&doc)?;
+            if old.hash == p.hash && old.origin == p.origin {
+                return Ok(Put::Unchanged(latest));
+            }
+        }
+    }
+    let version = head.map_or(1, |(latest, _)| latest + 1);
+    tx.execute("DELETE FROM hook_paths WHERE tenant = ?1 AND name = ?2", params![tenant, p.name]).map_err(err)?;
+    for path in &paths {
+        tx.execute("INSERT INTO hook_paths (tenant, path, name) VALUES (?1, ?2, ?3)", params![tenant, path, p.name])
+            .map_err(err)?;
+    }
+    tx.execute(
+        "DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2 AND version <= ?3",
+        params![tenant, p.name, i64::from(version) - i64::from(super::VERSIONS_KEPT)],
+    )
+    .map_err(err)?;
+    let doc = json(&PipelineVersion { version, ..p.clone() })?;
+    tx.execute(
+        "INSERT INTO pipeline_versions (tenant, name, version, doc) VALUES (?1, ?2, ?3, ?4)",
+        params![tenant, p.name, version, doc],
+    )
+    .map_err(err)?;
+    tx.execute(
+        "INSERT INTO pipelines (tenant, name, latest, live) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (tenant, name) DO UPDATE SET latest = ?3, live = 1",
+        params![tenant, p.name, version],
+    )
+    .map_err(err)?;
+    Ok(Put::Created(version))
+}
+
+/// Deletes a pipeline inside the caller's transaction (the head stays so numbering continues).
+fn delete_in(tx: &Connection, tenant: &str, name: &str) -> Result<bool> {
+    let n = tx
+        .execute("UPDATE pipelines SET live = 0 WHERE tenant = ?1 AND name = ?2 AND live = 1", params![tenant, name])
+        .map_err(err)?;
+    tx.execute("DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2", params![tenant, name]).map_err(err)?;
+    tx.execute("DELETE FROM hook_paths WHERE tenant = ?1 AND name = ?2", params![tenant, name]).map_err(err)?;
+    Ok(n > 0)
 }
 
 /// Every table holding a tenant's data, and its tenant column.
@@ -163,76 +235,56 @@ impl Catalog for SqliteStore {
 
     async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put> {
         let (tenant, p) = (tenant.to_string(), p.clone());
-        let paths = p.webhook_paths();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-            for path in &paths {
-                let owner: Option<String> = tx
+            let put = put_in(&tx, &tenant, &p)?;
+            if matches!(put, Put::Created(_)) {
+                bump(&tx)?;
+                tx.commit().map_err(err)?;
+            }
+            Ok(put)
+        })
+        .await
+    }
+
+    async fn apply(&self, tenant: &str, ops: &[BulkOp], expected: &[(String, Option<u32>)]) -> Result<Applied> {
+        let (tenant, ops, expected) = (tenant.to_string(), ops.to_vec(), expected.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            for (name, want) in &expected {
+                let now: Option<u32> = tx
                     .query_row(
-                        "SELECT name FROM hook_paths WHERE tenant = ?1 AND path = ?2",
-                        params![tenant, path],
+                        "SELECT latest FROM pipelines WHERE tenant = ?1 AND name = ?2 AND live = 1",
+                        params![tenant, name],
                         |r| r.get(0),
                     )
                     .optional()
                     .map_err(err)?;
-                if let Some(owner) = owner.filter(|o| *o != p.name) {
-                    return Ok(Put::PathTaken(path.clone(), owner));
+                if now != *want {
+                    return Ok(Applied::Moved { name: name.clone(), expected: *want, found: now });
                 }
             }
-            let head: Option<(u32, bool)> = tx
-                .query_row(
-                    "SELECT latest, live FROM pipelines WHERE tenant = ?1 AND name = ?2",
-                    params![tenant, p.name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(err)?;
-            if let Some((latest, true)) = head {
-                let doc: Option<String> = tx
-                    .query_row(
-                        "SELECT doc FROM pipeline_versions WHERE tenant = ?1 AND name = ?2 AND version = ?3",
-                        params![tenant, p.name, latest],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(err)?;
-                if let Some(doc) = doc {
-                    let old: PipelineVersion = parse(&doc)?;
-                    if old.hash == p.hash && old.origin == p.origin {
-                        return Ok(Put::Unchanged(latest));
+            let mut out = Vec::new();
+            // Deletes first, so paths they free can be taken by the puts of the same apply.
+            for op in ops.iter().filter(|o| matches!(o, BulkOp::Delete(_))) {
+                if let BulkOp::Delete(name) = op {
+                    delete_in(&tx, &tenant, name)?;
+                    out.push((name.clone(), None));
+                }
+            }
+            for op in &ops {
+                if let BulkOp::Put(p) = op {
+                    match put_in(&tx, &tenant, p)? {
+                        Put::PathTaken(path, owner) => {
+                            return Ok(Applied::PathTaken { name: p.name.clone(), path, owner })
+                        }
+                        put => out.push((p.name.clone(), Some(put))),
                     }
                 }
             }
-            let version = head.map_or(1, |(latest, _)| latest + 1);
-            tx.execute("DELETE FROM hook_paths WHERE tenant = ?1 AND name = ?2", params![tenant, p.name])
-                .map_err(err)?;
-            for path in &paths {
-                tx.execute(
-                    "INSERT INTO hook_paths (tenant, path, name) VALUES (?1, ?2, ?3)",
-                    params![tenant, path, p.name],
-                )
-                .map_err(err)?;
-            }
-            tx.execute(
-                "DELETE FROM pipeline_versions WHERE tenant = ?1 AND name = ?2 AND version <= ?3",
-                params![tenant, p.name, i64::from(version) - i64::from(super::VERSIONS_KEPT)],
-            )
-            .map_err(err)?;
-            let doc = json(&PipelineVersion { version, ..p.clone() })?;
-            tx.execute(
-                "INSERT INTO pipeline_versions (tenant, name, version, doc) VALUES (?1, ?2, ?3, ?4)",
-                params![tenant, p.name, version, doc],
-            )
-            .map_err(err)?;
-            tx.execute(
-                "INSERT INTO pipelines (tenant, name, latest, live) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT (tenant, name) DO UPDATE SET latest = ?3, live = 1",
-                params![tenant, p.name, version],
-            )
-            .map_err(err)?;
             bump(&tx)?;
             tx.commit().map_err(err)?;
-            Ok(Put::Created(version))
+            Ok(Applied::Done(out))
         })
         .await
     }

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod pipelines;
 pub mod runs;
 pub mod secrets;
+pub mod sync;
 
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};

@@ -91,6 +91,39 @@ pub async fn store(
     format: &str,
     origin: &str,
 ) -> ApiResult<PutResult> {
+    let (version, warnings) = prepare(name, src, format, origin, None, None, state).await?;
+    put_version(state, tenant, version, warnings).await
+}
+
+/// Validates a pipeline into the version to store, or answers 422 with every diagnostic.
+pub async fn prepare(
+    name: &str,
+    src: &str,
+    format: &str,
+    origin: &str,
+    author: Option<&str>,
+    commit: Option<&str>,
+    state: &Shared,
+) -> ApiResult<(PipelineVersion, Vec<Value>)> {
+    let diags_or = validate(state, name, src, format).await?;
+    let (plan, warnings) = diags_or;
+    let version = PipelineVersion {
+        name: name.to_string(),
+        version: 0,
+        source: src.to_string(),
+        format: format.to_string(),
+        hash: digest(src),
+        plan: serde_json::to_value(&plan).map_err(ApiError::internal)?,
+        created_at: now_rfc3339(),
+        origin: origin.to_string(),
+        author: author.map(str::to_string),
+        commit: commit.map(str::to_string),
+    };
+    Ok((version, warnings))
+}
+
+/// Compiles a pipeline exactly as `sluice validate` checks it: the plan and the warnings, or 422.
+pub async fn validate(state: &Shared, name: &str, src: &str, format: &str) -> ApiResult<(Plan, Vec<Value>)> {
     let file = format!("{name}.{}", if format == "json" { "json" } else { "yaml" });
     let validator = state.s.validator.clone();
     let (file2, src2) = (file.clone(), src.to_string());
@@ -114,16 +147,19 @@ pub async fn store(
         .with("diagnostics", Value::Array(as_json)));
     };
     let warnings: Vec<Value> = as_json.into_iter().filter(|d| d["severity"] != "error").collect();
-    let version = PipelineVersion {
-        name: name.to_string(),
-        version: 0,
-        source: src.to_string(),
-        format: format.to_string(),
-        hash: digest(src),
-        plan: serde_json::to_value(&plan).map_err(ApiError::internal)?,
-        created_at: now_rfc3339(),
-        origin: origin.to_string(),
-    };
+    Ok((plan, warnings))
+}
+
+/// Stores a prepared version.
+pub async fn put_version(
+    state: &Shared,
+    tenant: &str,
+    version: PipelineVersion,
+    warnings: Vec<Value>,
+) -> ApiResult<PutResult> {
+    let (name, origin) = (version.name.clone(), version.origin.clone());
+    let name = name.as_str();
+    let origin = origin.as_str();
     let put = state.s.catalog.put_pipeline(tenant, &version).await?;
     let (version, changed) = match put {
         Put::Created(v) => (v, true),
@@ -158,7 +194,7 @@ fn format_of(headers: &HeaderMap) -> ApiResult<&'static str> {
     }
 }
 
-#[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
+#[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path), PutQuery),
     request_body(content = String, description = "The pipeline, as YAML or JSON", content_type = "application/yaml"),
     security(("api_key" = [])),
     responses((status = 201, description = "A new pipeline (version 1)", body = PutResult),
@@ -169,6 +205,8 @@ pub async fn put(
     TenantAuth(t): TenantAuth,
     State(state): State<Shared>,
     P(name): P<String>,
+    Q(q): Q<PutQuery>,
+    axum::Extension(key): axum::Extension<crate::auth::KeyId>,
     headers: HeaderMap,
     Raw(body): Raw,
 ) -> ApiResult<Response> {
@@ -176,9 +214,30 @@ pub async fn put(
     let format = format_of(&headers)?;
     let src = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", "the pipeline is not UTF-8 text"))?;
-    let r = store(&state, &t.id, &name, src, format, "api").await?;
+    // A pipeline `sluice sync` manages follows its git folder: a hand edit would drift from it.
+    if let Some(cur) = state.s.catalog.pipeline(&t.id, &name, None).await? {
+        if cur.origin == "sync" && !q.force.unwrap_or(false) {
+            return Err(ApiError::conflict(
+                "managed_by_git",
+                format!(
+                    "pipeline `{name}` is managed by `sluice sync`{}; change it in its git folder, or PUT with `?force=true`",
+                    cur.commit.map(|c| format!(" (commit {c})")).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let (version, warnings) = prepare(&name, src, format, "api", Some(&key.0), None, &state).await?;
+    let r = put_version(&state, &t.id, version, warnings).await?;
     let status = if r.changed && r.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, json!(r)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PutQuery {
+    /// Store even when the pipeline is managed by `sluice sync`.
+    pub force: Option<bool>,
 }
 
 fn triggers_of(p: &PipelineVersion) -> Value {
