@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod diag;
+pub mod emit;
 pub mod kind;
 pub mod model;
 pub mod schema;

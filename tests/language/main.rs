@@ -6,6 +6,7 @@ mod architecture;
 mod cli;
 mod fixtures;
 mod props;
+mod roundtrip;
 mod schema;
 
 use sluice_engine::Validator;

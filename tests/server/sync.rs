@@ -135,6 +135,19 @@ async fn versions_diff_and_rollback(backing: Arc<Backing>) {
     assert_eq!(now["source"], pipeline("p", "10s"));
     assert_eq!(api.get("/v1/pipelines/p/diff?from=1").await.body["changes"], json!([]));
     api.post("/v1/pipelines/p/rollback", json!({ "version": 9 })).await.expect_error(404, "not_found");
+    // An export reads back as the same pipeline and exports to the same bytes (JSON in, YAML out).
+    let as_json = json!({ "version": 1, "name": "exported", "triggers": [{ "manual": {} }],
+        "steps": [{ "with": { "output": "{{ trigger.body }}" }, "uses": "transform", "id": "a" }] });
+    api.put_json("/v1/pipelines/exported", as_json).await.expect(201);
+    let export = |api: Api| async move {
+        let a = api.send("GET", "/v1/pipelines/exported", None, &[("accept", "application/yaml")]).await;
+        assert_eq!(a.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/yaml"));
+        a.text
+    };
+    let first = export(api.clone()).await;
+    assert_eq!(first, "version: 1\nname: exported\ntriggers:\n- manual: {}\nsteps:\n- id: a\n  uses: transform\n  with:\n    output: \"{{ trigger.body }}\"\n");
+    api.put_yaml("exported", &first).await.expect(200);
+    assert_eq!(export(api.clone()).await, first);
     // Another tenant sees none of it.
     let other = server.api(&admin.tenant("other", Value::Null).await);
     other.get("/v1/pipelines/p/versions").await.expect_error(404, "not_found");

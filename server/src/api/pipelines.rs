@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult, Raw, P, Q};
 use crate::{json, Shared};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -250,16 +250,31 @@ fn description_of(p: &PipelineVersion) -> Option<String> {
 
 #[utoipa::path(get, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path), VersionQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = PipelineOut), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, description = "The pipeline with its versions; with `Accept: application/yaml` its canonical YAML", body = PipelineOut),
+        (status = 404, body = super::ErrorBody)))]
 pub async fn get(
     TenantAuth(t): TenantAuth,
     State(state): State<Shared>,
     P(name): P<String>,
     Q(q): Q<VersionQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
     let p =
         state.s.catalog.pipeline(&t.id, &name, q.version).await?.ok_or_else(|| ApiError::not_found("the pipeline"))?;
+    // `Accept: application/yaml`: the pipeline itself in its canonical form (an export a no-code editor
+    // reads back; exporting it again gives the same bytes).
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("yaml") {
+        let file = format!("{name}.{}", if p.format == "json" { "json" } else { "yaml" });
+        let checked = state.s.validator.check(&file, &p.source);
+        let yaml = checked
+            .pipeline
+            .as_ref()
+            .map(sluice_engine::emit::canonical_yaml)
+            .ok_or_else(|| ApiError::internal(format!("stored pipeline {name} no longer parses")))?;
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/yaml")], yaml).into_response());
+    }
     let versions = state.s.catalog.versions(&t.id, &name).await?;
     let out = PipelineOut {
         name: p.name.clone(),
