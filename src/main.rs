@@ -115,7 +115,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+            // `sluice sync` exits 2 for drift: its usage errors are failures (1), not drift.
+            let usage = if std::env::args().nth(1).as_deref() == Some("sync") { EXIT_INVALID } else { EXIT_USAGE };
+            return ExitCode::from(if e.use_stderr() { usage } else { 0 });
         }
     };
     match run(cli) {

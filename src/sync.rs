@@ -60,7 +60,13 @@ fn files(dir: &Path) -> anyhow::Result<Vec<(String, String, String, String)>> {
 fn commit(dir: &Path) -> Option<String> {
     let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;
     let id = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !id.is_empty()).then_some(id)
+    if !out.status.success() || id.is_empty() {
+        return None;
+    }
+    // Uncommitted changes: the folder is not that commit.
+    let status =
+        std::process::Command::new("git").arg("-C").arg(dir).args(["status", "--porcelain", "."]).output().ok()?;
+    Some(if status.stdout.is_empty() { id } else { format!("{id}-dirty") })
 }
 
 fn print_plan(plan: &Value) -> String {
@@ -78,6 +84,12 @@ fn print_plan(plan: &Value) -> String {
     for c in list("delete") {
         out.push_str(&format!("  - {} (version {}, deleted)\n", c["name"].as_str().unwrap_or(""), c["from"]));
     }
+    for n in list("skipped") {
+        out.push_str(&format!(
+            "  ! {} (loaded from the server's --pipelines folder; not touched)\n",
+            n.as_str().unwrap_or("")
+        ));
+    }
     for n in list("kept") {
         out.push_str(&format!("  ? {} (not in the folder; kept, use --prune to delete)\n", n.as_str().unwrap_or("")));
     }
@@ -92,7 +104,18 @@ fn print_plan(plan: &Value) -> String {
     out
 }
 
+/// Runs the sync; every failure is exit 1 (2 means drift, never an error).
 pub fn run(validator: &Validator, args: SyncArgs) -> anyhow::Result<ExitCode> {
+    match sync(validator, args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn sync(validator: &Validator, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let key = std::env::var("SLUICE_API_KEY").context("set SLUICE_API_KEY to the tenant's API key (sk_...)")?;
     let files = files(&args.dir)?;
     // Everything checked first, as `sluice validate` would; any error: nothing is sent.
@@ -135,6 +158,9 @@ pub fn run(validator: &Validator, args: SyncArgs) -> anyhow::Result<ExitCode> {
             report(&plan);
             return Ok(ExitCode::from(EXIT_FAILED));
         }
+        if !plan["changed"].is_boolean() {
+            bail!("{url} did not answer a Sluice sync plan (is --server right?)");
+        }
         emit(&print_plan(&plan));
         let changed = plan["changed"].as_bool().unwrap_or(false);
         if args.plan {
@@ -151,6 +177,9 @@ pub fn run(validator: &Validator, args: SyncArgs) -> anyhow::Result<ExitCode> {
         if !status.is_success() {
             report(&done);
             return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        if !done["applied"].is_object() {
+            bail!("{url} did not answer what it applied; check the server's pipelines");
         }
         let applied = done["applied"].as_object().map_or(0, |m| m.len());
         emit(&format!("applied: {applied} pipeline(s) changed, all at once\n"));

@@ -70,6 +70,14 @@ pub async fn apply(state: &Shared, files: &[FolderFile]) -> Applied {
             continue;
         }
         present.insert((f.tenant.clone(), f.name.clone()));
+        // A pipeline `sluice sync` manages follows its git folder, not this one.
+        if let Ok(Some(cur)) = state.s.catalog.pipeline(&f.tenant, &f.name, None).await {
+            if cur.origin == "sync" {
+                tracing::warn!(file = %f.shown, "skipped: this pipeline is managed by `sluice sync`");
+                out.unchanged += 1;
+                continue;
+            }
+        }
         if let Some(why) = &f.unreadable {
             out.invalid += 1;
             tracing::error!(file = %f.shown, "pipeline not loaded (the version before it stays): {why}");

@@ -25,7 +25,7 @@ fn canonical_yaml_and_json_round_trip_every_pipeline() {
             assert_eq!(again, p, "{name}: the canonical YAML reads back differently:\n{yaml}");
             assert_eq!(canonical_yaml(&again), yaml, "{name}: exporting again changes the bytes");
             // JSON out, and back.
-            let json = serde_json::to_string_pretty(&p).unwrap();
+            let json = serde_json::to_string_pretty(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
             let from_json = parse(&format!("{stem}.json"), &json);
             assert_eq!(from_json, p, "{name}: the JSON reads back differently:\n{json}");
             assert_eq!(canonical_yaml(&from_json), yaml, "{name}: JSON in, YAML out differs");

@@ -69,6 +69,18 @@ async fn sync_plans_applies_prunes_and_refuses_drift(backing: Arc<Backing>) {
     edit.expect_error(409, "managed_by_git");
     assert!(edit.body["error"]["message"].as_str().unwrap().contains("force"), "{}", edit.text);
 
+    api.delete("/v1/pipelines/beta").await.expect_error(409, "managed_by_git");
+    // Failures are exit 1, never the drift code 2.
+    let (code, out) = sync(&server, &key, &dir.0.join("missing"), &["--plan"]);
+    assert_eq!(code, 1, "{out}");
+    let wrong = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["sync", &dir.0.display().to_string(), "--plan", "--server", "http://127.0.0.1:1"])
+        .env("SLUICE_API_KEY", &key)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    let usage = Command::new(env!("CARGO_BIN_EXE_sluice")).args(["sync", "--plan"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(1));
     // An invalid folder changes nothing: the diagnostics as `sluice validate` prints them, exit 1.
     std::fs::write(dir.0.join("gamma.yaml"), "version: 1\nname: gamma\ntriggers: []\nsteps: []\n").unwrap();
     let (code, out) = sync(&server, &key, &dir.0, &[]);
@@ -111,6 +123,22 @@ async fn sync_plans_applies_prunes_and_refuses_drift(backing: Arc<Backing>) {
     assert!(beta["source"].as_str().unwrap().contains("timeout: 10s"));
     let (code, out) = sync(&server, &key, &dir.0, &["--prune", "--plan"]);
     assert_eq!(code, 0, "{out}");
+
+    // A webhook path moves from one pipeline to another in one sync.
+    let hooked = |name: &str, path: Option<&str>| {
+        let trig = path.map_or("  - manual: {}\n".to_string(), |p| format!("  - webhook: {{ path: {p} }}\n"));
+        format!("version: 1\nname: {name}\ntriggers:\n{trig}steps:\n  - id: a\n    uses: transform\n    with: {{ output: 1 }}\n")
+    };
+    std::fs::write(dir.0.join("alpha.yaml"), hooked("alpha", None)).unwrap();
+    std::fs::write(dir.0.join("beta.yaml"), hooked("beta", Some("in"))).unwrap();
+    assert_eq!(sync(&server, &key, &dir.0, &[]).0, 0);
+    std::fs::write(dir.0.join("alpha.yaml"), hooked("alpha", Some("in"))).unwrap();
+    std::fs::write(dir.0.join("beta.yaml"), hooked("beta", None)).unwrap();
+    let (code, out) = sync(&server, &key, &dir.0, &[]);
+    assert_eq!(code, 0, "{out}");
+    let hook = api.send("POST", "/hooks/acme/in", Some(("application/json", b"{}".to_vec())), &[]).await;
+    let run = hook.expect(202)["run_id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_run(&run).await["pipeline"], "alpha");
 }
 
 async fn versions_diff_and_rollback(backing: Arc<Backing>) {

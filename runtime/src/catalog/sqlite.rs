@@ -272,6 +272,13 @@ impl Catalog for SqliteStore {
                     out.push((name.clone(), None));
                 }
             }
+            // The paths of every pipeline put are freed first, so paths can move between them.
+            for op in &ops {
+                if let BulkOp::Put(p) = op {
+                    tx.execute("DELETE FROM hook_paths WHERE tenant = ?1 AND name = ?2", params![tenant, p.name])
+                        .map_err(err)?;
+                }
+            }
             for op in &ops {
                 if let BulkOp::Put(p) = op {
                     match put_in(&tx, &tenant, p)? {

@@ -309,7 +309,7 @@ pub async fn list(TenantAuth(t): TenantAuth, State(state): State<Shared>, Q(page
     Ok(json(StatusCode::OK, json!(PipelineList { items, next })))
 }
 
-#[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path), PutQuery),
     security(("api_key" = [])),
     responses((status = 204, description = "Deleted; its runs go on with the version they started on"),
         (status = 404, body = super::ErrorBody)))]
@@ -317,8 +317,17 @@ pub async fn delete(
     TenantAuth(t): TenantAuth,
     State(state): State<Shared>,
     P(name): P<String>,
+    Q(q): Q<PutQuery>,
 ) -> ApiResult<StatusCode> {
     check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
+    if let Some(cur) = state.s.catalog.pipeline(&t.id, &name, None).await? {
+        if cur.origin == "sync" && !q.force.unwrap_or(false) {
+            return Err(ApiError::conflict(
+                "managed_by_git",
+                format!("pipeline `{name}` is managed by `sluice sync`; delete its file and sync with --prune, or DELETE with `?force=true`"),
+            ));
+        }
+    }
     if !state.s.catalog.delete_pipeline(&t.id, &name).await? {
         return Err(ApiError::not_found("the pipeline"));
     }

@@ -37,6 +37,7 @@ fn keyed(plan: &Value) -> Value {
 
 fn shown(v: &Value) -> String {
     match v {
+        Value::String(s) if s.contains('\n') => format!("{s:?}"),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -54,6 +55,11 @@ pub fn diff(a: &Value, b: &Value) -> Vec<String> {
                 }
             }
             (Some(x), Some(y)) if x == y => {}
+            (Some(Value::Array(x)), Some(Value::Array(y))) => {
+                for i in 0..x.len().max(y.len()) {
+                    walk(&format!("{path}[{i}]"), x.get(i), y.get(i), out);
+                }
+            }
             (Some(x), Some(y)) => out.push(format!("{path}: {} -> {}", shown(x), shown(y))),
             (None, Some(y)) => out.push(format!("{path}: added {}", shown(y))),
             (Some(_), None) => out.push(format!("{path}: removed")),
@@ -113,6 +119,8 @@ pub struct SyncPlan {
     pub unchanged: Vec<String>,
     /// Not in the folder and kept, because `prune` is off.
     pub kept: Vec<String>,
+    /// Loaded from the server's `--pipelines` folder: sync neither takes them over nor deletes them.
+    pub skipped: Vec<String>,
     /// The versions this plan saw, to send back with the apply.
     #[schema(value_type = Object)]
     pub expected: BTreeMap<String, Option<u32>>,
@@ -150,6 +158,13 @@ pub async fn sync(
             ));
         }
         let format = f.format.as_deref().unwrap_or("yaml");
+        if !matches!(format, "yaml" | "json") {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_format",
+                format!("`{}`: format must be `yaml` or `json`", f.name),
+            ));
+        }
         match prepare(&f.name, &f.source, format, "sync", Some(&key.0), req.commit.as_deref(), &state).await {
             Ok((v, _)) => prepared.push(v),
             Err(e) => match e.extra.as_deref() {
@@ -175,6 +190,7 @@ pub async fn sync(
         delete: vec![],
         unchanged: vec![],
         kept: vec![],
+        skipped: vec![],
         expected: BTreeMap::new(),
         changed: false,
         applied: None,
@@ -186,6 +202,10 @@ pub async fn sync(
                 plan.expected.insert(v.name.clone(), None);
                 plan.create.push(Change { name: v.name.clone(), from: None, changes: vec![] });
                 ops.push(BulkOp::Put(Box::new(v.clone())));
+            }
+            Some(cur) if cur.origin == "folder" => {
+                plan.expected.insert(v.name.clone(), Some(cur.version));
+                plan.skipped.push(v.name.clone());
             }
             Some(cur) => {
                 plan.expected.insert(v.name.clone(), Some(cur.version));
@@ -211,7 +231,9 @@ pub async fn sync(
             continue;
         }
         plan.expected.insert(name.clone(), Some(cur.version));
-        if req.prune {
+        if cur.origin == "folder" {
+            plan.skipped.push(name.clone());
+        } else if req.prune {
             plan.delete.push(Change { name: name.clone(), from: Some(cur.version), changes: vec![] });
             ops.push(BulkOp::Delete(name.clone()));
         } else {
