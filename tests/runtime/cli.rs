@@ -53,7 +53,8 @@ fn run_prints_the_run_record_and_exits_by_outcome() {
     assert_eq!(rec["steps"]["fail_on_bob"]["status"], "skipped");
     assert_eq!(rec["steps"]["shape"]["attempts"][0]["number"], 1);
 
-    let o = sluice(&["run", f, "--input", r#"{"name": "bob"}"#]);
+    // The secret is given again: without it `shape` could fail first (it runs beside `fail_on_bob`).
+    let o = sluice(&["run", f, "--input", r#"{"name": "bob"}"#, "--secret", "TOKEN=t0ps3cret"]);
     assert_eq!(o.status.code(), Some(1), "a failed run exits 1: {}", stdout(&o));
     let out = stdout(&o);
     assert!(out.contains("failed") && out.contains("no_such_field"), "{out}");

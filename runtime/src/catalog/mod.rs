@@ -81,6 +81,8 @@ pub enum Put {
     /// `(path, pipeline)`: a webhook path of this pipeline belongs to another pipeline of the tenant; nothing
     /// changed.
     PathTaken(String, String),
+    /// The pipeline is managed by `sluice sync` (its latest version, with its commit): nothing changed.
+    Managed(u32, Option<String>),
 }
 
 /// One change of a bulk apply (`sluice sync`).
@@ -135,7 +137,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// Stores a new version of a pipeline, unless its text equals the latest version's or one of its webhook
     /// paths is another pipeline's (checked in the same atomic step). Versions only grow: a pipeline deleted
     /// and put again continues its numbering; the last [`VERSIONS_KEPT`] are kept.
-    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put>;
+    /// Unless `force`, a pipeline whose latest version came from `sluice sync` is refused (`Put::Managed`)
+    /// to anything but another sync, in the same atomic step.
+    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion, force: bool) -> Result<Put>;
     /// Applies puts and deletes all at once, or nothing: only when every pipeline in `expected` is at the
     /// given latest version (`None`: absent), and no webhook path conflicts.
     async fn apply(&self, tenant: &str, ops: &[BulkOp], expected: &[(String, Option<u32>)]) -> Result<Applied>;

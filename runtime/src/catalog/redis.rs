@@ -173,7 +173,7 @@ impl Catalog for RedisStore {
         Ok(true)
     }
 
-    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put> {
+    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion, force: bool) -> Result<Put> {
         let k = Keys::new(tenant);
         let doc = json(&PipelineVersion { version: 0, ..p.clone() })?;
         let mark = format!("{}\t{}", p.hash, p.origin);
@@ -184,6 +184,7 @@ impl Catalog for RedisStore {
                 inv.key(k.heads()).key(k.counters()).key(k.versions(&p.name)).key(k.latest_hash(&p.name));
                 inv.key(k.hook_paths());
                 inv.arg(&p.name).arg(&mark).arg(&doc).arg(super::VERSIONS_KEPT);
+                inv.arg(if !force && p.origin != "sync" { "1" } else { "0" });
                 for path in &paths {
                     inv.arg(path);
                 }
@@ -203,6 +204,11 @@ impl Catalog for RedisStore {
         match num(out.first())? {
             1 => Ok(Put::Created(u32::try_from(num(out.get(1))?).unwrap_or(0))),
             0 => Ok(Put::Unchanged(u32::try_from(num(out.get(1))?).unwrap_or(0))),
+            3 => {
+                let v = u32::try_from(num(out.get(1))?).unwrap_or(0);
+                let commit = self.pipeline(tenant, &p.name, Some(v)).await?.and_then(|c| c.commit);
+                Ok(Put::Managed(v, commit))
+            }
             _ => Ok(Put::PathTaken(text(out.get(1)), text(out.get(2)))),
         }
     }

@@ -233,10 +233,28 @@ impl Catalog for SqliteStore {
         .await
     }
 
-    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion) -> Result<Put> {
+    async fn put_pipeline(&self, tenant: &str, p: &PipelineVersion, force: bool) -> Result<Put> {
         let (tenant, p) = (tenant.to_string(), p.clone());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            if !force && p.origin != "sync" {
+                let doc: Option<String> = tx
+                    .query_row(
+                        "SELECT v.doc FROM pipelines h JOIN pipeline_versions v
+                           ON v.tenant = h.tenant AND v.name = h.name AND v.version = h.latest
+                         WHERE h.tenant = ?1 AND h.name = ?2 AND h.live = 1",
+                        params![tenant, p.name],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(err)?;
+                if let Some(doc) = doc {
+                    let cur: PipelineVersion = parse(&doc)?;
+                    if cur.origin == "sync" {
+                        return Ok(Put::Managed(cur.version, cur.commit));
+                    }
+                }
+            }
             let put = put_in(&tx, &tenant, &p)?;
             if matches!(put, Put::Created(_)) {
                 bump(&tx)?;

@@ -46,11 +46,12 @@ pub struct DiagnosticOut {
     pub hint: Option<String>,
 }
 
-/// The 422 of an invalid pipeline: the error, and every diagnostic.
+/// A 422: the error, and for an invalid pipeline (`invalid_pipeline`) every diagnostic.
 #[derive(Serialize, ToSchema)]
 pub struct InvalidPipelineBody {
     pub error: ErrorDetail,
-    pub diagnostics: Vec<DiagnosticOut>,
+    /// Present with `invalid_pipeline`: what `sluice validate --format json` prints.
+    pub diagnostics: Option<Vec<DiagnosticOut>>,
 }
 
 /// Paging of a list: `limit` items after the `cursor` of the previous page's `next`.

@@ -92,7 +92,7 @@ pub async fn store(
     origin: &str,
 ) -> ApiResult<PutResult> {
     let (version, warnings) = prepare(name, src, format, origin, None, None, state).await?;
-    put_version(state, tenant, version, warnings).await
+    put_version(state, tenant, version, warnings, false).await
 }
 
 /// Validates a pipeline into the version to store, or answers 422 with every diagnostic.
@@ -150,17 +150,19 @@ pub async fn validate(state: &Shared, name: &str, src: &str, format: &str) -> Ap
     Ok((plan, warnings))
 }
 
-/// Stores a prepared version.
+/// Stores a prepared version; unless `force`, a pipeline managed by `sluice sync` is refused (409), checked in
+/// the store's atomic write.
 pub async fn put_version(
     state: &Shared,
     tenant: &str,
     version: PipelineVersion,
     warnings: Vec<Value>,
+    force: bool,
 ) -> ApiResult<PutResult> {
     let (name, origin) = (version.name.clone(), version.origin.clone());
     let name = name.as_str();
     let origin = origin.as_str();
-    let put = state.s.catalog.put_pipeline(tenant, &version).await?;
+    let put = state.s.catalog.put_pipeline(tenant, &version, force).await?;
     let (version, changed) = match put {
         Put::Created(v) => (v, true),
         Put::Unchanged(v) => (v, false),
@@ -169,6 +171,16 @@ pub async fn put_version(
             return Err(ApiError::conflict(
                 "webhook_path_taken",
                 format!("the webhook path `{path}` belongs to pipeline `{owner}`; choose another `path`"),
+            ))
+        }
+        // A pipeline `sluice sync` manages follows its git folder: a hand edit would drift from it.
+        Put::Managed(_, commit) => {
+            return Err(ApiError::conflict(
+                "managed_by_git",
+                format!(
+                    "pipeline `{name}` is managed by `sluice sync`{}; change it in its git folder, or send it with `?force=true`",
+                    commit.map(|c| format!(" (commit {c})")).unwrap_or_default()
+                ),
             ))
         }
     };
@@ -214,20 +226,8 @@ pub async fn put(
     let format = format_of(&headers)?;
     let src = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", "the pipeline is not UTF-8 text"))?;
-    // A pipeline `sluice sync` manages follows its git folder: a hand edit would drift from it.
-    if let Some(cur) = state.s.catalog.pipeline(&t.id, &name, None).await? {
-        if cur.origin == "sync" && !q.force.unwrap_or(false) {
-            return Err(ApiError::conflict(
-                "managed_by_git",
-                format!(
-                    "pipeline `{name}` is managed by `sluice sync`{}; change it in its git folder, or PUT with `?force=true`",
-                    cur.commit.map(|c| format!(" (commit {c})")).unwrap_or_default()
-                ),
-            ));
-        }
-    }
     let (version, warnings) = prepare(&name, src, format, "api", Some(&key.0), None, &state).await?;
-    let r = put_version(&state, &t.id, version, warnings).await?;
+    let r = put_version(&state, &t.id, version, warnings, q.force.unwrap_or(false)).await?;
     let status = if r.changed && r.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, json!(r)))
 }

@@ -408,7 +408,8 @@ pub async fn rollback(
     // Validated again: the step kinds may have changed since that version.
     validate(&state, &name, &old.source, &old.format).await?;
     let (version, warnings) = prepare(&name, &old.source, &old.format, "api", Some(&key.0), None, &state).await?;
-    let result = put_version(&state, &t.id, PipelineVersion { created_at: now_rfc3339(), ..version }, warnings).await?;
+    let result =
+        put_version(&state, &t.id, PipelineVersion { created_at: now_rfc3339(), ..version }, warnings, r.force).await?;
     Ok(json(StatusCode::OK, json!(result)))
 }
 
