@@ -21,7 +21,7 @@ fn rust_files(dir: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_source_file_says_what_it_is_for() {
-    for dir in ["engine/src", "connectors/src", "runtime/src", "src"] {
+    for dir in ["engine/src", "connectors/src", "runtime/src", "server/src", "src"] {
         for f in rust_files(dir) {
             let text = std::fs::read_to_string(&f).unwrap_or_default();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
