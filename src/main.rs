@@ -52,12 +52,15 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Make a tenant's pipelines on a server equal to a folder, all at once (`--plan` only shows it).
     Sync(sync::SyncArgs),
+    /// Rewrite YAML pipelines in their canonical form, comments kept (`--check` for CI).
+    Fmt(fmt::FmtArgs),
     /// Drive a standard workload through the real engine and report throughput, latency and store commands.
     Bench(bench::BenchArgs),
 }
 
 mod bench;
 mod bench_server;
+mod fmt;
 mod run;
 mod serve;
 mod sync;
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(validator, args),
         Command::Worker(args) => worker::run(args),
         Command::Sync(args) => sync::run(&validator, args),
+        Command::Fmt(args) => fmt::run(args),
         Command::Bench(args) => bench::run(&validator, args),
         Command::Graph { file, format } => {
             let (name, src) = match read_one(&file)? {

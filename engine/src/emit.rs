@@ -50,11 +50,14 @@ pub fn canonical_yaml(p: &Pipeline) -> String {
             }
         }
     }
-    to_yaml(&Value::Object(top))
+    // Through `fmt`, so a pipeline exported from JSON and one formatted from YAML read the same (`|` blocks
+    // for multi-line strings, the same quoting).
+    let yaml = to_yaml(&Value::Object(top));
+    crate::fmt::format(&yaml).unwrap_or(yaml)
 }
 
 /// Whether a string must be quoted to read back as the same string.
-fn needs_quotes(s: &str) -> bool {
+pub(crate) fn needs_quotes(s: &str) -> bool {
     if s.is_empty() || s.trim() != s || s.contains('\n') || s.contains('\t') || s.contains('\r') {
         return true;
     }

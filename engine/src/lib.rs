@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod diag;
 pub mod emit;
+pub mod fmt;
 pub mod kind;
 pub mod model;
 pub mod schema;

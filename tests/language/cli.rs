@@ -146,3 +146,27 @@ fn endless_input_is_refused_at_1_mib() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("error[S0002]"), "{}", stdout(&o));
 }
+
+#[test]
+fn fmt_rewrites_checks_and_keeps_comments() {
+    let dir = std::env::temp_dir().join(format!("sluice-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_default();
+    let f = dir.join("x.yaml");
+    let src = "# about x\nname: x\nversion: 1   # format\nsteps:\n  - uses: transform\n    id: a\n    with: { output: 1 }\ntriggers: [ { manual: {} } ]\n";
+    std::fs::write(&f, src).unwrap_or_default();
+    let path = f.display().to_string();
+    let check = sluice(&["fmt", "--check", &path]);
+    assert_eq!(check.status.code(), Some(1), "{}", stdout(&check));
+    assert!(stdout(&check).contains("would reformat"));
+    assert_eq!(std::fs::read_to_string(&f).unwrap_or_default(), src, "--check changes nothing");
+    let fmt = sluice(&["fmt", &path]);
+    assert_eq!(fmt.status.code(), Some(0));
+    let out = std::fs::read_to_string(&f).unwrap_or_default();
+    assert_eq!(out, "version: 1 # format\n# about x\nname: x\ntriggers:\n- manual: {}\nsteps:\n- id: a\n  uses: transform\n  with:\n    output: 1\n");
+    assert_eq!(sluice(&["fmt", "--check", &path]).status.code(), Some(0), "formatted files pass --check");
+    assert_eq!(sluice(&["validate", &path]).status.code(), Some(0));
+    std::fs::write(&f, "version: [\n").unwrap_or_default();
+    assert_eq!(sluice(&["fmt", &path]).status.code(), Some(1), "unparsable files are reported and left alone");
+    assert_eq!(std::fs::read_to_string(&f).unwrap_or_default(), "version: [\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

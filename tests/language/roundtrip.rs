@@ -44,3 +44,43 @@ fn canonical_yaml_reads_like_the_format() {
         "version: 1\nname: x\ntriggers:\n- manual: {}\n- schedule:\n    cron: 0 * * * *\nsteps:\n- id: a\n  uses: transform\n  with:\n    output: \"{{ trigger.body }}\"\n"
     );
 }
+
+#[test]
+fn fmt_keeps_meaning_and_comments_and_is_idempotent() {
+    let mut checked = 0;
+    for dir in ["examples", "pipelines", "tests/fixtures/valid"] {
+        for path in files_under(dir) {
+            let (name, src) = read(&path);
+            if name.ends_with(".json") {
+                continue;
+            }
+            let p = parse(&name, &src);
+            let formatted = sluice_engine::fmt::format(&src).unwrap_or_else(|d| panic!("{name}: {d:?}"));
+            let again = parse(&name, &formatted);
+            assert_eq!(again, p, "{name}: fmt changed the pipeline:\n{formatted}");
+            let twice = sluice_engine::fmt::format(&formatted).unwrap_or_else(|d| panic!("{name}: {d:?}"));
+            assert_eq!(twice, formatted, "{name}: fmt is not idempotent");
+            // Every comment survives (text from a `#` after whitespace to the line's end; one inside a quoted
+            // string survives as part of the string).
+            for line in src.lines() {
+                let at = line.char_indices().find(|(i, c)| *c == '#' && (*i == 0 || line[..*i].ends_with([' ', '\t'])));
+                if let Some((i, _)) = at {
+                    let text = line[i..].trim_end();
+                    assert!(formatted.contains(text), "{name}: the comment `{text}` was lost:\n{formatted}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked}");
+}
+
+#[test]
+fn fmt_orders_keys_and_keeps_comments_in_place() {
+    let src = "# header\nname: x   # the name\nversion: 1\nsteps:\n  # the only step\n  - uses: transform\n    id: a\n    with: { output: \"{{ trigger.body }}\" }\ntriggers: [ { manual: {} } ]\n# the end\n";
+    let out = sluice_engine::fmt::format(src).unwrap_or_default();
+    assert_eq!(
+        out,
+        "version: 1\n# header\nname: x # the name\ntriggers:\n- manual: {}\nsteps:\n# the only step\n- id: a\n  uses: transform\n  with:\n    output: \"{{ trigger.body }}\"\n# the end\n"
+    );
+}

@@ -176,6 +176,19 @@ async fn versions_diff_and_rollback(backing: Arc<Backing>) {
     assert_eq!(first, "version: 1\nname: exported\ntriggers:\n- manual: {}\nsteps:\n- id: a\n  uses: transform\n  with:\n    output: \"{{ trigger.body }}\"\n");
     api.put_yaml("exported", &first).await.expect(200);
     assert_eq!(export(api.clone()).await, first);
+    // JSON out, and back in: the same YAML again.
+    let as_json = api.get("/v1/pipelines/exported?export=json").await.expect(200).clone();
+    assert_eq!(as_json["steps"][0]["id"], "a");
+    api.put_json("/v1/pipelines/exported", as_json).await.expect(200);
+    assert_eq!(export(api.clone()).await, first);
+    // A YAML pipeline's export keeps its comments.
+    let commented = format!(
+        "# why this exists\n{}",
+        pipeline("commented", "10s").replace("  - id: fetch\n", "  - id: fetch # the only step\n")
+    );
+    api.put_yaml("commented", &commented).await.expect(201);
+    let out = api.send("GET", "/v1/pipelines/commented", None, &[("accept", "application/yaml")]).await.text;
+    assert!(out.contains("# why this exists\n") && out.contains("- id: fetch # the only step\n"), "{out}");
     // Another tenant sees none of it.
     let other = server.api(&admin.tenant("other", Value::Null).await);
     other.get("/v1/pipelines/p/versions").await.expect_error(404, "not_found");

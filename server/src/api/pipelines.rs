@@ -75,6 +75,8 @@ pub struct PipelineList {
 pub struct VersionQuery {
     /// A version to show instead of the latest.
     pub version: Option<u32>,
+    /// `json`: the pipeline itself as canonical JSON (the same document a no-code editor can PUT back).
+    pub export: Option<String>,
 }
 
 fn digest(src: &str) -> String {
@@ -262,17 +264,38 @@ pub async fn get(
     check_name("pipeline", &name, false).map_err(|_| ApiError::not_found("the pipeline"))?;
     let p =
         state.s.catalog.pipeline(&t.id, &name, q.version).await?.ok_or_else(|| ApiError::not_found("the pipeline"))?;
+    if let Some(e) = q.export.as_deref() {
+        if e != "json" {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`export` takes `json` (or ask for YAML with `Accept: application/yaml`)",
+            ));
+        }
+        let file = format!("{name}.{}", if p.format == "json" { "json" } else { "yaml" });
+        let checked = state.s.validator.check(&file, &p.source);
+        let doc = checked
+            .pipeline
+            .as_ref()
+            .and_then(|pl| serde_json::to_value(pl).ok())
+            .ok_or_else(|| ApiError::internal(format!("stored pipeline {name} no longer parses")))?;
+        return Ok(json(StatusCode::OK, doc));
+    }
     // `Accept: application/yaml`: the pipeline itself in its canonical form (an export a no-code editor
     // reads back; exporting it again gives the same bytes).
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("yaml") {
-        let file = format!("{name}.{}", if p.format == "json" { "json" } else { "yaml" });
-        let checked = state.s.validator.check(&file, &p.source);
-        let yaml = checked
-            .pipeline
-            .as_ref()
-            .map(sluice_engine::emit::canonical_yaml)
-            .ok_or_else(|| ApiError::internal(format!("stored pipeline {name} no longer parses")))?;
+        // YAML as `sluice fmt` writes it (comments kept); a JSON pipeline in the same canonical form.
+        let yaml = if p.format == "json" {
+            let checked = state.s.validator.check(&format!("{name}.json"), &p.source);
+            checked
+                .pipeline
+                .as_ref()
+                .map(sluice_engine::emit::canonical_yaml)
+                .ok_or_else(|| ApiError::internal(format!("stored pipeline {name} no longer parses")))?
+        } else {
+            sluice_engine::fmt::format(&p.source)
+                .map_err(|_| ApiError::internal(format!("stored pipeline {name} no longer parses")))?
+        };
         return Ok(([(axum::http::header::CONTENT_TYPE, "application/yaml")], yaml).into_response());
     }
     let versions = state.s.catalog.versions(&t.id, &name).await?;
