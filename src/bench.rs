@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use sluice_connectors::egress::Egress;
-use sluice_runtime::{executor, Executor, RedisStore, SqliteStore, StaticSecrets, Store};
+use sluice_runtime::{executor, Executor, StaticSecrets, Store};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -112,24 +112,24 @@ pub fn run(validator: &sluice_engine::Validator, args: BenchArgs) -> anyhow::Res
     }
 }
 
-async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("sluice-bench-{}-{}", std::process::id(), ulid::Ulid::new()));
-    let store: Arc<dyn Store> = match &args.redis {
-        Some(url) => Arc::new(RedisStore::connect(url).await.with_context(|| format!("cannot connect to {url}"))?),
-        None => Arc::new(SqliteStore::open(&dir).context("cannot create the temporary store")?),
-    };
-    // The only outbound request of a workload is the retry probe's, to a closed port on this machine.
+/// An executor for benchmark workloads: no tenant secrets, no event routing, private addresses allowed (the
+/// only outbound request of a workload is the retry probe's, to a closed port on this machine).
+pub(crate) fn plain_executor(store: Arc<dyn Store>) -> anyhow::Result<Arc<Executor>> {
     let config = executor::Config { egress: Egress::AllowPrivate, ..executor::Config::default() };
-    let ex = Arc::new(
-        Executor::new(
-            store.clone(),
-            sluice_connectors::connectors(),
-            Arc::new(StaticSecrets::new(HashMap::new())),
-            Arc::new(executor::NoOtherPipelines),
-            config,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let ex = Executor::new(
+        store,
+        sluice_connectors::connectors(),
+        Arc::new(StaticSecrets::new(HashMap::new())),
+        Arc::new(executor::NoOtherPipelines),
+        config,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(ex))
+}
+
+async fn bench(plan: sluice_engine::Plan, steps_per_run: usize, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let (store, _, dir) = crate::bench_server::open(&args).await?;
+    let ex = plain_executor(store.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(sluice_runtime::worker::run_workers(ex.clone(), args.concurrency, stop_rx));
     let mut done = ex.finished_runs();

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sluice_connectors::egress::Egress;
 use sluice_runtime::catalog::{Catalog, Limits, Tenant};
 use sluice_runtime::crypto::MasterKey;
-use sluice_runtime::{executor, Executor, RedisStore, SqliteStore, StaticSecrets, Store};
+use sluice_runtime::{executor, Executor, RedisStore, SqliteStore, Store};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CLIENTS: usize = 64;
 
-async fn open(args: &BenchArgs) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Catalog>, std::path::PathBuf)> {
+pub(crate) async fn open(args: &BenchArgs) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Catalog>, std::path::PathBuf)> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}-{}", std::process::id(), ulid::Ulid::new()));
     Ok(match &args.redis {
         Some(url) => {
@@ -230,17 +230,7 @@ async fn quiet_run(ex: &Executor, tenant: &str, plan: &sluice_engine::Plan, n: i
 
 pub async fn noisy(plan: sluice_engine::Plan, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (store, _, dir) = open(&args).await?;
-    let config = executor::Config { egress: Egress::AllowPrivate, ..executor::Config::default() };
-    let ex = Arc::new(
-        Executor::new(
-            store.clone(),
-            sluice_connectors::connectors(),
-            Arc::new(StaticSecrets::new(HashMap::new())),
-            Arc::new(executor::NoOtherPipelines),
-            config,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let ex = crate::bench::plain_executor(store.clone())?;
     let suffix = ulid::Ulid::new().to_string().to_lowercase();
     let (loud, quiet) = (format!("noisy-{suffix}"), format!("quiet-{suffix}"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -6,7 +6,7 @@ use crate::model::Pipeline;
 use serde_json::{Map, Value};
 
 /// The order of a step's keys; others (none today) follow in their own order.
-const STEP_KEYS: &[&str] = &[
+pub(crate) const STEP_KEYS: &[&str] = &[
     "id",
     "description",
     "uses",
@@ -19,7 +19,8 @@ const STEP_KEYS: &[&str] = &[
     "retry",
     "continue_on_error",
 ];
-const TOP_KEYS: &[&str] = &["version", "name", "description", "triggers", "vars", "defaults", "steps", "on_failure"];
+pub(crate) const TOP_KEYS: &[&str] =
+    &["version", "name", "description", "triggers", "vars", "defaults", "steps", "on_failure"];
 
 fn ordered(m: &Map<String, Value>, order: &[&str]) -> Map<String, Value> {
     let mut out = Map::new();

@@ -3,22 +3,8 @@
 //! them, multi-line strings as `|` blocks. Each comment stays with the entry it was written above (or after,
 //! on the same line). Pure: text in, text out.
 
+use crate::emit::{STEP_KEYS, TOP_KEYS};
 use crate::yaml::{self, Key, Node, Value};
-
-const TOP_KEYS: &[&str] = &["version", "name", "description", "triggers", "vars", "defaults", "steps", "on_failure"];
-const STEP_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "uses",
-    "needs",
-    "if",
-    "for_each",
-    "concurrency",
-    "with",
-    "timeout",
-    "retry",
-    "continue_on_error",
-];
 
 /// A comment of the source: where it starts (char offset, line) and its text from `#`.
 #[derive(Debug, Clone)]

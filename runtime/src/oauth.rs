@@ -184,6 +184,15 @@ struct Seen {
     retry_after: Option<String>,
 }
 
+/// A client with its token endpoint set (the only endpoint token requests need).
+type TokenClient = BasicClient<
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
+
 type TokenResult =
     Result<oauth2::basic::BasicTokenResponse, RequestTokenError<std::io::Error, oauth2::basic::BasicErrorResponse>>;
 
@@ -640,6 +649,14 @@ impl Connections {
         }
     }
 
+    /// An `oauth2` client of the connection's token endpoint, authenticating as its configuration says.
+    fn token_client(c: &Connection, secret: &str) -> Result<TokenClient, TokenError> {
+        Ok(BasicClient::new(ClientId::new(c.client_id.clone()))
+            .set_client_secret(ClientSecret::new(secret.to_string()))
+            .set_token_uri(url("token_url", &c.token_url, TokenUrl::new)?)
+            .set_auth_type(Self::auth_type(c)))
+    }
+
     fn auth_type(c: &Connection) -> AuthType {
         match c.auth_method {
             AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
@@ -653,10 +670,7 @@ impl Connections {
         secret: &'a str,
     ) -> BoxFuture<'a, Result<Tokens, TokenError>> {
         async move {
-            let client = BasicClient::new(ClientId::new(c.client_id.clone()))
-                .set_client_secret(ClientSecret::new(secret.to_string()))
-                .set_token_uri(url("token_url", &c.token_url, TokenUrl::new)?)
-                .set_auth_type(Self::auth_type(c));
+            let client = Self::token_client(c, secret)?;
             let mut req = client.exchange_client_credentials().add_scopes(c.scopes.iter().cloned().map(Scope::new));
             for (k, v) in &c.extra_params {
                 req = req.add_extra_param(k.clone(), v.clone());
@@ -675,10 +689,7 @@ impl Connections {
         refresh: &'a str,
     ) -> BoxFuture<'a, Result<Tokens, TokenError>> {
         async move {
-            let client = BasicClient::new(ClientId::new(c.client_id.clone()))
-                .set_client_secret(ClientSecret::new(secret.to_string()))
-                .set_token_uri(url("token_url", &c.token_url, TokenUrl::new)?)
-                .set_auth_type(Self::auth_type(c));
+            let client = Self::token_client(c, secret)?;
             let token = RefreshToken::new(refresh.to_string());
             let (send, seen) = sender(&self.http, self.egress);
             let r = classify(&c.name, &seen, client.exchange_refresh_token(&token).request_async(&send).await)?;
@@ -777,16 +788,9 @@ impl Connections {
             .map_err(|_| CallbackError::UnknownState)?;
         self.allowed(&c).map_err(|e| CallbackError::Provider(e.to_string()))?;
         let secret = self.client_secret(&p.tenant, &c).map_err(|e| CallbackError::Provider(e.to_string()))?;
-        let client = BasicClient::new(ClientId::new(c.client_id.clone()))
-            .set_client_secret(ClientSecret::new(secret))
-            .set_token_uri(
-                url("token_url", &c.token_url, TokenUrl::new).map_err(|e| CallbackError::Provider(format!("{e:?}")))?,
-            )
-            .set_redirect_uri(
-                url("redirect_uri", &p.redirect_uri, RedirectUrl::new)
-                    .map_err(|e| CallbackError::Provider(format!("{e:?}")))?,
-            )
-            .set_auth_type(Self::auth_type(&c));
+        let client = Self::token_client(&c, &secret)
+            .and_then(|cl| Ok(cl.set_redirect_uri(url("redirect_uri", &p.redirect_uri, RedirectUrl::new)?)))
+            .map_err(|e| CallbackError::Provider(e.to_string()))?;
         let code = AuthorizationCode::new(code.to_string());
         let (send, seen) = sender(&self.http, self.egress);
         let sent =

@@ -373,3 +373,21 @@ macro_rules! both_stores {
         )*
     };
 }
+
+/// Signs `body` with the official `standardwebhooks` library: answers (webhook-id, timestamp, signature).
+pub fn python_sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let script = "import sys, datetime\nfrom standardwebhooks.webhooks import Webhook\n\
+        body = sys.stdin.buffer.read()\n\
+        ts = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
+        print(Webhook(sys.argv[1]).sign(sys.argv[2], ts, body))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script, secret, id, &timestamp.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with standardwebhooks");
+    child.stdin.take().expect("stdin").write_all(body).expect("write");
+    let out = child.wait_with_output().expect("python3 ran");
+    assert!(out.status.success(), "signing failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -3,7 +3,7 @@
 //! redirects refused.
 
 use crate::both_stores;
-use crate::harness::{Env, Hit, Peer, Reply};
+use crate::harness::{python_sign, Env, Hit, Peer, Reply};
 use serde_json::json;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -110,24 +110,6 @@ steps:
     let msg = rec["error"]["message"].as_str().unwrap();
     assert!(msg.contains("302") && msg.contains("update the URL"), "{msg}");
     env.shutdown().await;
-}
-
-/// Signs `body` with the official `standardwebhooks` library: answers (webhook-id, timestamp, signature).
-fn python_sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
-    let script = "import sys, datetime\nfrom standardwebhooks.webhooks import Webhook\n\
-        body = sys.stdin.buffer.read()\n\
-        ts = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
-        print(Webhook(sys.argv[1]).sign(sys.argv[2], ts, body))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script, secret, id, &timestamp.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with standardwebhooks");
-    child.stdin.take().expect("stdin").write_all(body).expect("write");
-    let out = child.wait_with_output().expect("python3 ran");
-    assert!(out.status.success(), "signing failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -1,8 +1,7 @@
 //! A `sluice serve` process on a free port over either store, and a small JSON client for it.
 
-pub use crate::runtime_harness::{free_port, Peer, RedisServer, Reply, TempDir};
+pub use crate::runtime_harness::{free_port, python_sign, Peer, RedisServer, Reply, TempDir};
 use serde_json::{json, Value};
-use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -257,24 +256,6 @@ impl Api {
             }
         }
     }
-}
-
-/// Signs `body` with the official `standardwebhooks` library (`python3`, pip package `standardwebhooks`).
-pub fn python_sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
-    let script = "import sys, datetime\nfrom standardwebhooks.webhooks import Webhook\n\
-        body = sys.stdin.buffer.read()\n\
-        ts = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
-        print(Webhook(sys.argv[1]).sign(sys.argv[2], ts, body))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script, secret, id, &timestamp.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with standardwebhooks (scripts/test installs it)");
-    child.stdin.take().expect("stdin").write_all(body).expect("write");
-    let out = child.wait_with_output().expect("python3 ran");
-    assert!(out.status.success(), "signing failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn now_s() -> u64 {
